@@ -1,0 +1,1 @@
+"""The ASGI bridge: scope construction, the request/response cycle, lifespan."""

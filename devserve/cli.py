@@ -1,0 +1,175 @@
+"""``devserve APP [options]``: uvicorn's flag names → ``load_config`` → ``serve`` → exit code.
+
+Only stdlib, ``devserve.config`` and ``devserve.errors`` are imported at module level so that
+``--help``, ``--version`` and bad-flag errors answer instantly; the server loads on demand.
+Numbers are passed through as strings so that ``load_config`` reports them like any other bad
+value: one ``devserve: error:`` line naming the option and its source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from devserve.config import Config, load_config
+from devserve.errors import DevserveError
+
+PROG = "devserve"
+_FALLBACK_VERSION = "0.1.0.dev0"
+_EXIT_INTERRUPTED = 130
+
+
+def version() -> str:
+    """The installed distribution's version, or the in-tree one when running from a checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("devserve")
+    except PackageNotFoundError:
+        return _FALLBACK_VERSION
+
+
+class _VersionAction(argparse.Action):
+    """Like argparse's ``version`` action, but resolves the version only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs["default"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        sys.stdout.write(f"{PROG} {version()}\n")  # parser.exit(message) would use stderr
+        parser.exit()
+
+
+def _default(name: str) -> str:
+    """``(default: X)`` from the Config dataclass, so help never drifts from the contract."""
+    value = getattr(Config, name)
+    if isinstance(value, tuple):
+        value = ",".join(value) if value else "none"
+    elif value is None:
+        value = "none"
+    elif isinstance(value, bool):
+        value = str(value).lower()
+    return f"(default: {value})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every option defaults to SUPPRESS so only given flags override."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run an ASGI app for development. Options may also come from DEVSERVE_* "
+        "environment variables and [tool.devserve] in pyproject.toml.",
+        argument_default=argparse.SUPPRESS,
+    )
+    add = parser.add_argument
+    flag = argparse.BooleanOptionalAction
+    add("app", metavar="APP", nargs="?", help="the app as 'module:attribute', e.g. main:app")
+    add("--version", action=_VersionAction, help="print the version and exit")
+
+    net = parser.add_argument_group("socket")
+    net.add_argument("--host", help=f"bind address {_default('host')}")
+    net.add_argument("--port", metavar="INT", help=f"bind port, 0 for any {_default('port')}")
+    net.add_argument("--uds", metavar="PATH", help="bind a Unix domain socket instead")
+    net.add_argument("--fd", metavar="INT", help="serve an inherited socket file descriptor")
+    net.add_argument("--backlog", metavar="INT", help=f"listen backlog {_default('backlog')}")
+    net.add_argument("--ssl-keyfile", metavar="PATH", help="TLS private key (with --ssl-certfile)")
+    net.add_argument("--ssl-certfile", metavar="PATH", help="TLS certificate (with --ssl-keyfile)")
+
+    app = parser.add_argument_group("application")
+    app.add_argument("--app-dir", metavar="DIR",
+                     help=f"directory put on sys.path for APP {_default('app_dir')}")
+    app.add_argument("--factory", action="store_true", help="APP is a factory returning the app")
+    app.add_argument("--env-file", metavar="PATH", help="load environment variables from a file")
+    app.add_argument("--interface", choices=["auto", "asgi3", "asgi2"],
+                     help=f"app interface {_default('interface')}")
+    app.add_argument("--lifespan", choices=["auto", "on", "off"],
+                     help=f"lifespan protocol {_default('lifespan')}")
+    app.add_argument("--root-path", metavar="PATH",
+                     help="ASGI root_path when mounted below a URL prefix, e.g. /api")
+    app.add_argument("--health-path", metavar="PATH",
+                     help="answer 200 on this path without calling the app, e.g. /healthz")
+
+    workers = parser.add_argument_group("workers")
+    workers.add_argument("--workers", metavar="INT",
+                         help=f"number of workers {_default('workers')}")
+    workers.add_argument("--worker-mode", choices=["auto", "thread", "process"],
+                         help=f"run workers as threads or processes {_default('worker_mode')}")
+    workers.add_argument("--loop", choices=["auto", "asyncio", "uvloop"],
+                         help=f"event loop {_default('loop')}")
+    workers.add_argument("--http", choices=["auto", "h11"],
+                         help=f"HTTP/1.1 implementation {_default('http')}")
+
+    http = parser.add_argument_group("HTTP")
+    http.add_argument("--proxy-headers", action=flag,
+                      help=f"trust X-Forwarded-* from --forwarded-allow-ips "
+                           f"{_default('proxy_headers')}")
+    http.add_argument("--forwarded-allow-ips", metavar="IPS",
+                      help=f"comma-separated IPs/networks trusted for proxy headers, '*' for all "
+                           f"{_default('forwarded_allow_ips')}")
+    http.add_argument("--header", action="append", metavar="'NAME: VALUE'", dest="headers",
+                      help="add a response header; repeatable")
+    http.add_argument("--server-header", action=flag,
+                      help=f"send 'server: devserve' {_default('server_header')}")
+    http.add_argument("--date-header", action=flag,
+                      help=f"send a 'date' header {_default('date_header')}")
+    http.add_argument("--h11-max-incomplete-event-size", metavar="BYTES",
+                      help=f"max buffered bytes of an incomplete HTTP/1.1 event "
+                           f"{_default('h11_max_incomplete_event_size')}")
+
+    limits = parser.add_argument_group("limits and timeouts")
+    limits.add_argument("--limit-concurrency", metavar="INT",
+                        help="answer 503 above this many concurrent connections/tasks")
+    limits.add_argument("--limit-max-requests", metavar="INT",
+                        help="restart a worker after this many requests")
+    limits.add_argument("--limit-request-fields", metavar="INT",
+                        help=f"max request header fields {_default('limit_request_fields')}")
+    limits.add_argument("--limit-request-body", metavar="BYTES",
+                        help=f"max request body, 0 for unlimited "
+                             f"{_default('limit_request_body')}")
+    limits.add_argument("--timeout-keep-alive", metavar="SECONDS",
+                        help=f"close idle keep-alive connections {_default('timeout_keep_alive')}")
+    limits.add_argument("--timeout-graceful-shutdown", metavar="SECONDS",
+                        help=f"wait this long for requests on shutdown "
+                             f"{_default('timeout_graceful_shutdown')}")
+    limits.add_argument("--timeout-request-header", metavar="SECONDS",
+                        help=f"time allowed to send the request head "
+                             f"{_default('timeout_request_header')}")
+
+    logs = parser.add_argument_group("logging")
+    logs.add_argument("--log-level",
+                      choices=["critical", "error", "warning", "info", "debug", "trace"],
+                      help=f"log level {_default('log_level')}")
+    logs.add_argument("--access-log", action=flag,
+                      help=f"log each request {_default('access_log')}")
+    logs.add_argument("--use-colors", action=flag,
+                      help="colour the log output (default: when on a terminal)")
+    return parser
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    return code if isinstance(code, int) else (0 if code is None else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code instead of exiting, so it is testable."""
+    try:
+        namespace = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors (exit 2, usage already printed)
+        return _exit_code(exc)
+    try:
+        config = load_config(vars(namespace), environ=os.environ)
+        from devserve.server import serve  # heavy: only once the config is known to be good
+
+        code: int = serve(config)
+        return code
+    except DevserveError as err:
+        print(f"{PROG}: error: {err.one_line()}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return _EXIT_INTERRUPTED

@@ -1,0 +1,247 @@
+"""Sans-IO HTTP/1.1 server adapter over h11: bytes in, typed events out, bytes to send back.
+
+Rules this adapter keeps (the I/O layer relies on them):
+- ``feed(data)`` buffers; ``next_events()`` yields every event h11 can produce *now* and stops
+  at NEED_DATA or PAUSED. PAUSED means a pipelined request is waiting for the current response
+  to finish; call ``start_next_cycle()`` after the response and then ``next_events()`` again.
+  Requests are therefore answered strictly in order.
+- A request that breaks the protocol or a limit becomes one :class:`BadRequest` event carrying
+  the status (400, 413, 431); the caller writes ``error_response(status)`` and closes.
+- The adapter never touches a socket, a clock or the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import h11
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """Request line and headers; ``headers`` names are lower-cased as ASGI requires."""
+
+    method: bytes
+    target: bytes
+    http_version: bytes
+    headers: Headers
+    expects_continue: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BodyChunk:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEnd:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEOF:
+    """The client closed its sending side (or the whole connection)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    status: int
+    reason: str
+
+
+H1Event = RequestHead | BodyChunk | RequestEnd | ClientEOF | BadRequest
+
+_REASONS = {
+    100: b"Continue",
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
+
+
+_PHRASES = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
+
+
+class H1Connection:
+    """One HTTP/1.1 server connection's protocol state."""
+
+    __slots__ = (
+        "_body_limit",
+        "_body_received",
+        "_conn",
+        "_max_fields",
+        "_request_head",
+        "paused",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_incomplete_event_size: int = 16 * 1024,
+        max_fields: int = 100,
+        max_body_size: int | None = None,
+    ) -> None:
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=max_incomplete_event_size
+        )
+        self._max_fields = max_fields
+        self._body_limit = max_body_size
+        self._body_received = 0
+        self._request_head: RequestHead | None = None
+        self.paused = False  # h11 holds a pipelined request until start_next_cycle()
+
+    # -- input -----------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Buffer bytes from the peer; ``b""`` means the peer closed its side."""
+        try:
+            self._conn.receive_data(data)
+        except RuntimeError:
+            # Data after our side closed (e.g. after an error response): nothing to do.
+            pass
+
+    def next_events(self) -> list[H1Event]:
+        """Every event available without more input, stopping at NEED_DATA or PAUSED."""
+        events: list[H1Event] = []
+        conn = self._conn
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                events.append(BadRequest(status, str(exc) or "malformed request"))
+                return events
+            if event is h11.NEED_DATA:
+                return events
+            if event is h11.PAUSED:
+                self.paused = True
+                return events
+            if isinstance(event, h11.Data):
+                self._body_received += len(event.data)
+                if self._body_limit is not None and self._body_received > self._body_limit:
+                    events.append(BadRequest(413, "request body exceeds the limit"))
+                    return events
+                events.append(BodyChunk(bytes(event.data)))
+            elif isinstance(event, h11.Request):
+                head = self._make_head(event)
+                if isinstance(head, BadRequest):
+                    events.append(head)
+                    return events
+                self._request_head = head
+                self._body_received = 0
+                events.append(head)
+            elif isinstance(event, h11.EndOfMessage):
+                events.append(RequestEnd())
+            elif isinstance(event, h11.ConnectionClosed):
+                events.append(ClientEOF())
+                return events
+
+    def _make_head(self, event: h11.Request) -> RequestHead | BadRequest:
+        headers: Headers = list(event.headers)  # h11 lower-cases names when iterating
+        if len(headers) > self._max_fields:
+            return BadRequest(431, "too many header fields")
+        if self._body_limit is not None:
+            for name, value in headers:
+                if name == b"content-length":
+                    if int(value) > self._body_limit:
+                        return BadRequest(413, "request body exceeds the limit")
+                    break
+        return RequestHead(
+            method=bytes(event.method),
+            target=bytes(event.target),
+            http_version=bytes(event.http_version),
+            headers=headers,
+            expects_continue=self._conn.they_are_waiting_for_100_continue,
+        )
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def waiting_for_continue(self) -> bool:
+        return self._conn.they_are_waiting_for_100_continue
+
+    @property
+    def request_in_progress(self) -> bool:
+        """True once any byte of the next request has been parsed into an event."""
+        return self._conn.their_state is not h11.IDLE
+
+    @property
+    def has_buffered_bytes(self) -> bool:
+        """Unparsed input is waiting (copies the buffer: not for the hot path)."""
+        return bool(self._conn.trailing_data[0])
+
+    @property
+    def response_started(self) -> bool:
+        return self._conn.our_state is not h11.IDLE and self._conn.our_state is not h11.ERROR
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether this connection can serve another request after the current one."""
+        return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
+
+    def start_next_cycle(self) -> bool:
+        """Reset for the next pipelined/keep-alive request; False when it must close."""
+        if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
+            self._conn.start_next_cycle()
+            self._request_head = None
+            self.paused = False
+            return True
+        return False
+
+    # -- output ----------------------------------------------------------------------------
+    def continue_100(self) -> bytes:
+        return self._send(h11.InformationalResponse(status_code=100, headers=[]))
+
+    def response_head(self, status: int, headers: Iterable[tuple[bytes, bytes]],
+                      reason: bytes = b"") -> bytes:
+        """Bytes of the status line and headers; raises h11.LocalProtocolError if invalid."""
+        return self._send(
+            h11.Response(status_code=status, headers=list(headers),
+                         reason=reason or _PHRASES.get(status, b""))
+        )
+
+    def body(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        return self._send(h11.Data(data=data))
+
+    def end(self) -> bytes:
+        return self._send(h11.EndOfMessage())
+
+    def error_response(self, status: int, extra_headers: Headers | None = None) -> bytes:
+        """A complete short plain-text response that also tells the client we close."""
+        reason = _REASONS.get(status, b"Error")
+        body = reason + b"\n"
+        headers: Headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        if extra_headers:
+            headers.extend(extra_headers)
+        if not self.response_started and self._conn.our_state is not h11.ERROR:
+            try:
+                return (
+                    self._send(h11.Response(status_code=status, headers=headers, reason=reason))
+                    + self._send(h11.Data(data=body))
+                    + self._send(h11.EndOfMessage())
+                )
+            except h11.LocalProtocolError:
+                pass
+        # h11 refuses once the peer violated the protocol; the bytes are still well formed.
+        lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+        lines += [name + b": " + value for name, value in headers]
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    def _send(self, event: h11.Event) -> bytes:
+        data = self._conn.send(event)
+        return data or b""
+
+    def mark_failed(self) -> None:
+        """Give up on this connection (an app error after the response started)."""
+        self._conn.send_failed()

@@ -1,0 +1,693 @@
+"""The Supervisor: owns the listening sockets and runs workers in numbered generations.
+
+- Workers are threads (each gets a ``dup()`` of the listener) or spawned processes (they inherit
+  it). The Supervisor never closes the listener before final shutdown, so connections arriving
+  while workers change wait in the kernel backlog.
+- ``graceful_reload()`` starts generation N+1, waits for readiness, promotes it, then drains N
+  within a bounded grace. If N+1 fails to become ready it is discarded and N keeps serving.
+- ``_lifecycle_lock`` serialises reloads, restarts and crash respawns; a reload or restart asked
+  for while one runs is coalesced into one follow-up run, never lost, never run in parallel.
+- A crash is charged to the worker *slot* (:class:`CrashBudget`), which survives respawns.
+- Shutdown and reload are different signals: stopping a generation never stops the Supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
+
+from devserve.asgi.types import ASGIApp
+from devserve.budget import CrashBudget
+from devserve.config import Config
+from devserve.errors import AppImportError, DevserveError, LifespanStartupError
+from devserve.lifecycle import (
+    Event,
+    GenerationPromoted,
+    GenerationRetired,
+    GenerationStarted,
+    LifecycleCollector,
+    ReloadCompleted,
+    ReloadFailed,
+    ReloadStarted,
+    WorkerBudgetExhausted,
+    WorkerCrashed,
+    WorkerDraining,
+    WorkerReady,
+    WorkerRespawnScheduled,
+    WorkerSpawned,
+    WorkerStopped,
+)
+from devserve.workers.process import process_main
+from devserve.workers.worker import Worker
+
+logger = logging.getLogger("devserve.error")
+
+WorkerMode = Literal["thread", "process"]
+Target = threading.Thread | BaseProcess
+SyncApp = Callable[..., Any]
+
+READY_TIMEOUT = 60.0
+WATCH_INTERVAL = 0.1
+
+
+def gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def choose_mode(config: Config, *, app_is_object: bool, reload: bool = False
+                ) -> tuple[WorkerMode, str]:
+    """Pick thread or process workers and say why (shown in the banner)."""
+    if config.worker_mode != "auto":
+        if config.worker_mode == "process" and app_is_object:
+            raise DevserveError(
+                "--worker-mode process needs the app as an import string",
+                hint="pass 'module:attr' instead of an app object",
+            )
+        return config.worker_mode, "chosen with --worker-mode"
+    if app_is_object:
+        return "thread", "the app was passed as an object (processes need an import string)"
+    if not gil_enabled():
+        return "thread", "the interpreter runs without the GIL"
+    if reload and config.workers == 1:
+        return "thread", "--reload with one worker re-imports in-process"
+    return "process", "the GIL is enabled, so processes give parallelism"
+
+
+def _target_id(target: Target) -> str:
+    """pid for a process, name for a thread."""
+    if isinstance(target, threading.Thread):
+        return target.name
+    return f"pid {target.pid}"
+
+
+def _parallel_join_targets(targets: list[Target], timeout_per: float) -> None:
+    """Join every target with its own *timeout_per* budget, all at once (not one shared
+    deadline that starves the last ones in the list)."""
+    joiners = [
+        threading.Thread(target=t.join, args=(timeout_per,), daemon=True) for t in targets
+    ]
+    for j in joiners:
+        j.start()
+    for j in joiners:
+        j.join(timeout_per + 1.0)
+
+
+class _WorkerHandle:
+    """A running worker (thread or process) of one slot in one generation."""
+
+    def __init__(self, worker_id: int, target: Target, worker: Worker | None,
+                 generation: int = 0) -> None:
+        self.worker_id = worker_id
+        self.target = target
+        self.worker = worker
+        self.generation = generation
+        self.conn: Connection | None = None
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.error_traceback: str | None = None
+        self.expected_exit = False
+        self.started_at = time.monotonic()
+
+    @property
+    def ident(self) -> str:
+        return _target_id(self.target)
+
+    def is_alive(self) -> bool:
+        return self.target.is_alive()
+
+    def _command(self, command: Any) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.send(command)
+            except (OSError, ValueError):
+                pass
+
+    def start_draining(self, grace: float) -> None:
+        self.expected_exit = True
+        if self.worker is not None:
+            self.worker.grace = grace
+            self.worker.start_draining()
+        else:
+            self._command(("grace", grace))
+            self._command("drain")
+
+    def shutdown(self, grace: float) -> None:
+        self.expected_exit = True
+        if self.worker is not None:
+            self.worker.grace = grace
+            self.worker.shutdown()
+        else:
+            self._command(("grace", grace))
+            self._command("shutdown")
+
+    def force(self) -> None:
+        self.expected_exit = True
+        if self.worker is not None:
+            self.worker.force_stop()
+        else:
+            self._command("force")
+
+
+class _H3WorkerHandle:
+    """A running HTTP/3 (UDP/QUIC) worker."""
+
+    def __init__(self, worker_id: int, target: Target) -> None:
+        self.worker_id = worker_id
+        self.target = target
+
+
+class Supervisor:
+    """Spawn and supervise ``config.workers`` workers as threads or processes."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp | None,
+        *,
+        mode: WorkerMode | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        lifecycle_collector: LifecycleCollector | None = None,
+        app_path: str | None = None,
+        sync_app: SyncApp | None = None,
+    ) -> None:
+        self._config = config
+        self._app = app
+        self._app_path = app_path
+        self._sync_app = sync_app
+        self._ssl_context = ssl_context
+        self._collector = lifecycle_collector
+        if mode is None:
+            mode, reason = choose_mode(config, app_is_object=app_path is None)
+        else:
+            reason = "chosen by the caller"
+        self._mode: WorkerMode = mode
+        self.mode_reason = reason
+        self._sockets: list[socket.socket] = []
+        self._udp_sockets: list[socket.socket] = []
+        self._handles: dict[int, _WorkerHandle] = {}
+        self._h3_handles: dict[int, _H3WorkerHandle] = {}
+        self._generation = 0
+        self._budgets = {slot: CrashBudget() for slot in range(config.workers)}
+        self._respawn_at: dict[int, float] = {}
+        self._lifecycle_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._busy = False
+        self._pending: Callable[[], None] | None = None
+        self._shutdown_event = threading.Event()
+        self._force_exit = False
+        self._lifespan_state: dict[str, Any] | None = None
+        self.exit_code = 0
+        self.last_crash: str | None = None
+        self.reload_grace = min(5.0, config.timeout_graceful_shutdown)
+        # Thread mode: returns a freshly imported app for a reload (None keeps the same app).
+        self.app_loader: Callable[[], ASGIApp] | None = None
+        self._mp = multiprocessing.get_context("spawn")
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def mode(self) -> WorkerMode:
+        return self._mode
+
+    @property
+    def worker_count(self) -> int:
+        return self._config.workers
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def live_handles(self) -> list[_WorkerHandle]:
+        """Handles of the current generation that are alive (for tests and displays)."""
+        return [h for h in self._handles.values() if h.is_alive()]
+
+    def set_lifespan_state(self, state: dict[str, Any]) -> None:
+        self._lifespan_state = state
+        for handle in self._handles.values():
+            if handle.worker is not None:
+                handle.worker.set_lifespan_state(state)
+
+    def run(self, sockets: list[socket.socket], udp_sockets: list[socket.socket] | None = None
+            ) -> int:
+        """Start generation 1, supervise until shutdown, drain; returns the exit code."""
+        self._sockets = sockets
+        self._udp_sockets = udp_sockets or []
+        self._install_signals()
+        with self._lifecycle_lock:
+            handles, error = self._start_generation(1, self._app)
+            if error is not None:
+                message, tb = error
+                if tb:
+                    logger.error("%s", tb.rstrip())
+                raise (LifespanStartupError(message) if "lifespan" in message
+                       else AppImportError(message))
+            self._promote(1, handles)
+        try:
+            self._watch()
+        finally:
+            self._drain()
+        return self.exit_code
+
+    def shutdown(self) -> None:
+        """Ask the Supervisor to stop (non-blocking); ``run()`` then drains and returns."""
+        self._shutdown_event.set()
+
+    def force_exit(self) -> None:
+        """Second Ctrl+C: stop waiting for anything."""
+        self._force_exit = True
+        self._shutdown_event.set()
+
+    def restart_workers(self) -> None:
+        """Stop-then-start fallback for a reload (brief gap, queued connections wait)."""
+        self._serialized(self._restart_workers_impl)
+
+    def graceful_reload(self) -> None:
+        """Zero-downtime rolling reload: start N+1, wait ready, promote, drain N."""
+        self._serialized(self._graceful_reload_impl)
+
+    # -- serialisation ---------------------------------------------------------------------
+    def _serialized(self, impl: Callable[[], None]) -> None:
+        """Run *impl* under the lifecycle lock; if one runs already, queue one follow-up."""
+        with self._pending_lock:
+            if self._busy:
+                self._pending = impl
+                return
+            self._busy = True
+        try:
+            while not self._shutdown_event.is_set():
+                with self._lifecycle_lock:
+                    if self._shutdown_event.is_set():
+                        break
+                    impl()
+                with self._pending_lock:
+                    if self._pending is None:
+                        break
+                    impl, self._pending = self._pending, None
+        finally:
+            with self._pending_lock:
+                self._busy = False
+                self._pending = None
+
+    # -- generations -----------------------------------------------------------------------
+    def _emit(self, event: Event) -> None:
+        if self._collector is not None:
+            self._collector.emit(event)
+
+    def _start_generation(self, generation: int, app: ASGIApp | None
+                          ) -> tuple[dict[int, _WorkerHandle], tuple[str, str | None] | None]:
+        """Spawn every slot of *generation* and wait until each is ready (or one fails)."""
+        self._emit(GenerationStarted(generation=generation, workers=self.worker_count))
+        handles: dict[int, _WorkerHandle] = {}
+        slots = list(range(self.worker_count))
+        # Thread mode with several workers: slot 0 runs lifespan; the others share its state.
+        if self._mode == "thread" and len(slots) > 1:
+            first = self._spawn_worker(0, generation=generation, app=app, run_lifespan=True)
+            handles[0] = first
+            error = self._wait_ready([first])
+            if error is not None:
+                self._discard(handles)
+                return {}, error
+            state = first.worker.state.lifespan_state if first.worker is not None else None
+            for slot in slots[1:]:
+                handles[slot] = self._spawn_worker(
+                    slot, generation=generation, app=app, run_lifespan=False, state=state
+                )
+        else:
+            for slot in slots:
+                handles[slot] = self._spawn_worker(slot, generation=generation, app=app)
+        error = self._wait_ready(list(handles.values()))
+        if error is not None:
+            self._discard(handles)
+            return {}, error
+        return handles, None
+
+    def _wait_ready(self, handles: list[_WorkerHandle]) -> tuple[str, str | None] | None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        for handle in handles:
+            while not handle.ready.wait(0.05):
+                if not handle.is_alive() and not handle.ready.is_set():
+                    handle.error = handle.error or f"worker exited during startup ({handle.ident})"
+                    break
+                if time.monotonic() > deadline:
+                    handle.error = "worker did not become ready in time"
+                    break
+                if self._shutdown_event.is_set():
+                    return ("shutdown requested during startup", None)
+            if handle.error is not None:
+                return (handle.error, handle.error_traceback)
+            self._emit(WorkerReady(slot=handle.worker_id, generation=handle.generation,
+                                   ident=handle.ident))
+        return None
+
+    def _discard(self, handles: dict[int, _WorkerHandle]) -> None:
+        for handle in handles.values():
+            handle.expected_exit = True
+            handle.force()
+        _parallel_join_targets([h.target for h in handles.values()], 2.0)
+        for handle in handles.values():
+            if handle.is_alive():
+                self._force_stop(handle, 1.0)
+
+    def _promote(self, generation: int, handles: dict[int, _WorkerHandle]) -> None:
+        self._handles = handles
+        self._generation = generation
+        self._emit(GenerationPromoted(generation=generation))
+        logger.info("Serving generation %d with %d %s worker%s", generation, len(handles),
+                    self._mode, "" if len(handles) == 1 else "s")
+
+    def _retire(self, old: dict[int, _WorkerHandle], new: dict[int, _WorkerHandle],
+                grace: float) -> int:
+        """Drain *old* within *grace*, handing idle connections to *new* in thread mode."""
+        new_workers = [h.worker for h in new.values() if h.worker is not None]
+        for i, handle in enumerate(old.values()):
+            if handle.worker is not None and new_workers:
+                handle.worker.handoff = new_workers[i % len(new_workers)].adopt
+            self._emit(WorkerDraining(slot=handle.worker_id, generation=handle.generation))
+            handle.start_draining(grace)
+        _parallel_join_targets([h.target for h in old.values()], grace + 1.0)
+        forced = 0
+        for handle in old.values():
+            if handle.worker is not None:
+                forced += handle.worker.forced_connections
+            if handle.is_alive():
+                self._force_stop(handle, 2.0)
+            self._emit(WorkerStopped(slot=handle.worker_id, generation=handle.generation,
+                                     forced=handle.is_alive()))
+        return forced
+
+    def _graceful_reload_impl(self) -> None:
+        started = time.monotonic()
+        generation = self._generation + 1
+        strategy = "reimport" if self._mode == "thread" else "process-roll"
+        self._emit(ReloadStarted(generation=generation, strategy=strategy))
+        app = self._app
+        phases: dict[str, float] = {}
+        if self._mode == "thread" and self.app_loader is not None:
+            try:
+                app = self.app_loader()
+            except DevserveError as exc:
+                self._reload_failed(generation, strategy, exc.one_line(),
+                                    getattr(exc, "location", None),
+                                    getattr(exc, "traceback_text", None))
+                return
+            phases["import"] = time.monotonic() - started
+        handles, error = self._start_generation(generation, app)
+        if error is not None:
+            self._reload_failed(generation, strategy, error[0], None, error[1])
+            return
+        phases["ready"] = time.monotonic() - started
+        old = self._handles
+        self._app = app
+        self._promote(generation, handles)
+        for budget in self._budgets.values():
+            budget.reset()
+        self._respawn_at.clear()
+        forced = self._retire(old, handles, self.reload_grace)
+        phases["drained"] = time.monotonic() - started
+        phases["total"] = phases["drained"]
+        for gen in sorted({h.generation for h in old.values()}):
+            self._emit(GenerationRetired(generation=gen, forced_connections=forced))
+        self._emit(ReloadCompleted(generation=generation, strategy=strategy, phases=phases))
+        logger.info("Reloaded: generation %d ready in %.0f ms, previous drained in %.0f ms",
+                    generation, phases["ready"] * 1000, (phases["drained"] - phases["ready"]) * 1000)
+
+    def _reload_failed(self, generation: int, strategy: str, message: str,
+                       location: str | None, tb: str | None) -> None:
+        self._emit(ReloadFailed(generation=generation, strategy=strategy, error=message,
+                                location=location, traceback=tb))
+        logger.error("Reload failed, generation %d keeps serving: %s", self._generation, message)
+
+    def _restart_workers_impl(self) -> None:
+        generation = self._generation + 1
+        started = time.monotonic()
+        self._emit(ReloadStarted(generation=generation, strategy="restart"))
+        app = self._app
+        if self._mode == "thread" and self.app_loader is not None:
+            try:
+                app = self.app_loader()
+            except DevserveError as exc:
+                self._reload_failed(generation, "restart", exc.one_line(),
+                                    getattr(exc, "location", None),
+                                    getattr(exc, "traceback_text", None))
+                return
+        old = self._handles
+        forced = self._retire(old, {}, self.reload_grace)
+        self._handles = {}
+        for gen in sorted({h.generation for h in old.values()}):
+            self._emit(GenerationRetired(generation=gen, forced_connections=forced))
+        handles, error = self._start_generation(generation, app)
+        if error is not None:
+            # Nothing serves now: fall back to the previous app so the slot is not empty.
+            self._reload_failed(generation, "restart", error[0], None, error[1])
+            handles, error = self._start_generation(generation, self._app)
+            if error is not None:
+                self.last_crash = error[0]
+                self.exit_code = 1
+                self._shutdown_event.set()
+                return
+        else:
+            self._app = app
+        self._promote(generation, handles)
+        total = time.monotonic() - started
+        self._emit(ReloadCompleted(generation=generation, strategy="restart",
+                                   phases={"total": total}))
+
+    # -- spawning --------------------------------------------------------------------------
+    def _setup_sync_infrastructure(self) -> None:
+        """Create AsyncPool and AcceptDistributor for sync worker mode (WSGI; not yet built)."""
+        raise NotImplementedError("sync workers are not available yet")
+
+    def _create_worker(self, worker_id: int, socket_index: int, *, generation: int = 0,
+                       app: ASGIApp | None = None, run_lifespan: bool = True) -> Worker:
+        """A thread-mode worker on a ``dup()`` of listener *socket_index*."""
+        sock = self._sockets[socket_index].dup()
+        the_app = app if app is not None else self._app
+        assert the_app is not None
+        worker = Worker(
+            self._config, the_app, sock, slot=worker_id, generation=generation,
+            collector=self._collector, run_lifespan=run_lifespan, ssl_context=self._ssl_context,
+        )
+        if not run_lifespan and self._lifespan_state is not None:
+            worker.set_lifespan_state(self._lifespan_state)
+        return worker
+
+    def _spawn_worker(self, worker_id: int, *, generation: int | None = None,
+                      app: ASGIApp | None = None, run_lifespan: bool = True,
+                      state: dict[str, Any] | None = None) -> _WorkerHandle:
+        """Create and start one worker for slot *worker_id*."""
+        gen = self._generation if generation is None else generation
+        if self._mode == "thread":
+            worker = self._create_worker(worker_id, 0, generation=gen, app=app,
+                                         run_lifespan=run_lifespan)
+            if state is not None:
+                worker.set_lifespan_state(state)
+            thread = threading.Thread(target=self._run_thread_worker, args=(worker,),
+                                      name=f"devserve-g{gen}-w{worker_id}", daemon=True)
+            handle = _WorkerHandle(worker_id, thread, worker, gen)
+            thread.start()
+            threading.Thread(target=self._forward_thread_ready, args=(handle,),
+                             daemon=True).start()
+        else:
+            parent, child = self._mp.Pipe()
+            config = self._config
+            process = self._mp.Process(
+                target=process_main,
+                args=(config, self._sockets[0], worker_id, gen, child,
+                      self._collector is not None, False),
+                name=f"devserve-g{gen}-w{worker_id}",
+                daemon=True,
+            )
+            handle = _WorkerHandle(worker_id, process, None, gen)
+            handle.conn = parent
+            process.start()
+            child.close()
+            threading.Thread(target=self._read_process, args=(handle,), daemon=True).start()
+        self._emit(WorkerSpawned(slot=worker_id, generation=gen, ident=handle.ident))
+        return handle
+
+    @staticmethod
+    def _run_thread_worker(worker: Worker) -> None:
+        try:
+            worker.run()
+        except BaseException:
+            logger.error("worker %d crashed:\n%s", worker.slot, traceback.format_exc().rstrip())
+
+    @staticmethod
+    def _forward_thread_ready(handle: _WorkerHandle) -> None:
+        worker = handle.worker
+        assert worker is not None
+        worker.ready.wait()
+        if worker.startup_error is not None:
+            err = worker.startup_error
+            handle.error = f"lifespan startup failed: {err}"
+            handle.error_traceback = "".join(traceback.format_exception(err))
+        handle.ready.set()
+
+    def _read_process(self, handle: _WorkerHandle) -> None:
+        conn = handle.conn
+        assert conn is not None
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "ready":
+                handle.ready.set()
+            elif kind == "failed":
+                handle.error = message[1]
+                handle.error_traceback = message[2]
+                handle.ready.set()
+            elif kind == "event" and self._collector is not None:
+                self._collector.emit(message[1])
+        handle.ready.set() if handle.error is not None else None  # unblock a waiting starter
+
+    def _spawn_h3_worker(self, worker_id: int) -> None:
+        """Create and start one HTTP/3 worker (QUIC support arrives with --http3)."""
+        raise NotImplementedError("HTTP/3 workers are not available yet")
+
+    # -- health ----------------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Health loop: notice dead workers within ``WATCH_INTERVAL`` and respawn them."""
+        while not self._shutdown_event.wait(WATCH_INTERVAL):
+            now = time.monotonic()
+            for slot, handle in list(self._handles.items()):
+                if handle.is_alive() or handle.expected_exit or slot in self._respawn_at:
+                    continue
+                if self._budgets[slot].failed:
+                    continue
+                self._on_crash(slot, handle, now)
+            for slot, when in list(self._respawn_at.items()):
+                if now >= when:
+                    self._respawn_worker(slot)
+            if self._budgets and all(b.failed for b in self._budgets.values()):
+                logger.error("Every worker slot exhausted its restart budget; last crash: %s",
+                             self.last_crash)
+                self.exit_code = 1
+                self._shutdown_event.set()
+
+    def _on_crash(self, slot: int, handle: _WorkerHandle, now: float) -> None:
+        code = getattr(handle.target, "exitcode", None)
+        reason = handle.error or (f"exit code {code}" if code is not None else "thread died")
+        self.last_crash = f"slot {slot} ({handle.ident}): {reason}"
+        self._emit(WorkerCrashed(slot=slot, generation=handle.generation, reason=reason,
+                                 traceback=handle.error_traceback))
+        decision = self._budgets[slot].on_crash(now)
+        if decision.allowed:
+            logger.warning("Worker %d (%s) died: %s; respawning in %.1fs (%d/%d restarts)",
+                           slot, handle.ident, reason, decision.backoff,
+                           decision.restarts_used, decision.budget)
+            self._respawn_at[slot] = now + decision.backoff
+            self._emit(WorkerRespawnScheduled(
+                slot=slot, restarts_used=decision.restarts_used, budget=decision.budget,
+                window=self._budgets[slot].window, backoff=decision.backoff))
+        else:
+            logger.error("Worker %d exhausted its restart budget (%d in %.0fs); slot failed: %s",
+                         slot, decision.budget, self._budgets[slot].window, reason)
+            self._emit(WorkerBudgetExhausted(slot=slot, restarts_used=decision.restarts_used,
+                                             budget=decision.budget, reason=reason))
+
+    def _respawn_worker(self, worker_id: int) -> None:
+        """Restart a crashed slot; skipped (and retried) while a reload holds the lock."""
+        if not self._lifecycle_lock.acquire(blocking=False):
+            return
+        try:
+            self._respawn_at.pop(worker_id, None)
+            old = self._handles.get(worker_id)
+            if old is None or old.is_alive() or self._shutdown_event.is_set():
+                return
+            state = self._lifespan_state
+            if self._mode == "thread" and worker_id != 0 and 0 in self._handles:
+                first = self._handles[0].worker
+                state = first.state.lifespan_state if first is not None else state
+            handle = self._spawn_worker(
+                worker_id, app=self._app,
+                run_lifespan=not (self._mode == "thread" and self.worker_count > 1
+                                  and worker_id != 0),
+                state=state,
+            )
+            self._handles[worker_id] = handle
+            error = self._wait_ready([handle])
+            if error is not None:
+                handle.error = error[0]
+        finally:
+            self._lifecycle_lock.release()
+
+    # -- shutdown --------------------------------------------------------------------------
+    def _signal_workers_start_draining(self) -> None:
+        """Shutdown: every worker answers new requests with 503 and finishes in-flight ones."""
+        for handle in self._handles.values():
+            self._emit(WorkerDraining(slot=handle.worker_id, generation=handle.generation))
+            handle.shutdown(self._config.timeout_graceful_shutdown)
+
+    def _drain(self) -> None:
+        """Stop every worker within ``--timeout-graceful-shutdown`` (per worker), then force."""
+        grace = self._config.timeout_graceful_shutdown
+        self._signal_workers_start_draining()
+        handles = list(self._handles.values())
+        if not self._force_exit:
+            _parallel_join_targets([h.target for h in handles], grace + 1.0)
+        for handle in handles:
+            if handle.is_alive():
+                self._force_stop(handle, 2.0)
+            self._emit(WorkerStopped(slot=handle.worker_id, generation=handle.generation,
+                                     forced=handle.is_alive()))
+        for sock in self._sockets + self._udp_sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _force_stop(self, handle: _WorkerHandle, join_timeout: float) -> None:
+        """Process: SIGTERM then SIGKILL. Thread: close its connections (daemon threads cannot
+        be killed; they die with the process)."""
+        handle.force()
+        target = handle.target
+        if isinstance(target, threading.Thread):
+            target.join(join_timeout)
+            return
+        target.join(min(join_timeout, 0.5))
+        if target.is_alive():
+            target.terminate()
+            target.join(join_timeout)
+        if target.is_alive():
+            target.kill()
+            target.join(join_timeout)
+
+    def _install_signals(self) -> None:
+        """SIGINT/SIGTERM → shutdown (second SIGINT → force), SIGHUP → graceful reload.
+
+        Only possible on the main thread; elsewhere the caller owns signal handling.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        interrupts = {"count": 0}
+
+        def on_stop(signum: int, frame: Any) -> None:
+            if signum == signal.SIGINT:
+                interrupts["count"] += 1
+                if interrupts["count"] > 1:
+                    self.force_exit()
+                    return
+            logger.info("Shutting down (%s)", signal.Signals(signum).name)
+            self.shutdown()
+
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGTERM, on_stop)
+        if hasattr(signal, "SIGHUP"):
+            def on_hup(signum: int, frame: Any) -> None:
+                threading.Thread(target=self.graceful_reload, name="devserve-sighup",
+                                 daemon=True).start()
+
+            signal.signal(signal.SIGHUP, on_hup)

@@ -1,0 +1,370 @@
+"""asyncio glue for HTTP/1.1: drives the sans-IO :class:`H1Connection` from a transport and
+runs one :class:`HTTPCycle` at a time (pipelined requests wait in h11's buffer, in order).
+
+Timers: an idle connection closes after ``--timeout-keep-alive``; once the first byte of a request
+arrives its head must be complete within ``--timeout-request-header`` (slowloris guard, 408).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from devserve.asgi.cycle import Headers, HTTPCycle
+from devserve.asgi.scope import apply_proxy_headers, http_scope
+from devserve.protocols.http1 import (
+    BadRequest,
+    BodyChunk,
+    ClientEOF,
+    H1Connection,
+    RequestEnd,
+    RequestHead,
+)
+from devserve.workers.state import Connection, WorkerState
+
+logger = logging.getLogger("devserve.error")
+
+_RETRY_AFTER: Headers = [(b"retry-after", b"1")]
+DRAIN_IDLE_CLOSE = 0.5  # seconds an idle connection may still send one request while draining
+
+
+def _addr(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    if isinstance(value, str) and value:
+        return (value, 0)  # unix socket path: ASGI allows (path, None); keep the tuple shape
+    return None
+
+
+class H1Protocol(asyncio.Protocol, Connection):
+    """One HTTP/1.1 connection."""
+
+    def __init__(self, state: WorkerState, loop: asyncio.AbstractEventLoop, scheme: str = "http"
+                 ) -> None:
+        self.state = state
+        self.loop = loop
+        self.scheme = scheme
+        config = state.config
+        self.h1 = H1Connection(
+            max_incomplete_event_size=config.h11_max_incomplete_event_size,
+            max_fields=config.limit_request_fields,
+            max_body_size=config.limit_request_body,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.cycle: HTTPCycle | None = None
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.client_str = ""
+        self.closing = False
+        self.close_after_response = False
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.state.connections.add(self)
+        self.server = _addr(transport.get_extra_info("sockname"))
+        self.client = _addr(transport.get_extra_info("peername"))
+        self.client_str = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        if self.state.draining:
+            # Accepted by a generation that is going away: serve one request, then close.
+            self.close_after_response = True
+        self._start_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.state.connections.discard(self)
+        self._cancel_timers()
+        if self.cycle is not None:
+            self.cycle.mark_disconnected()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    def eof_received(self) -> bool | None:
+        self.h1.feed(b"")
+        self._process()
+        return None
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self.cycle is None and self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                self.state.config.timeout_request_header, self._on_head_timeout
+            )
+        self.h1.feed(data)
+        self._process()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- event processing ------------------------------------------------------------------
+    def _process(self) -> None:
+        if self.closing:
+            return
+        for event in self.h1.next_events():
+            if isinstance(event, BodyChunk):
+                if self.cycle is not None:
+                    self.cycle.feed_body(event.data)
+            elif isinstance(event, RequestHead):
+                self._on_request(event)
+            elif isinstance(event, RequestEnd):
+                if self.cycle is not None:
+                    self.cycle.end_body()
+            elif isinstance(event, BadRequest):
+                self._reject(event.status)
+                return
+            elif isinstance(event, ClientEOF):
+                if self.cycle is not None:
+                    self.cycle.mark_disconnected()
+                self._close()
+                return
+        if self.h1.paused and self.cycle is not None:
+            # A pipelined request is waiting in h11's buffer; stop reading until our turn.
+            self._pause_reading()
+
+    def _on_request(self, head: RequestHead) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        state = self.state
+        http_version = head.http_version.decode("ascii")
+        try:
+            scope = http_scope(
+                method=head.method,
+                target=head.target,
+                http_version=http_version,
+                headers=head.headers,
+                scheme=self.scheme,
+                server=self.server,
+                client=self.client,
+                root_path=state.root_path,
+                state=state.lifespan_state,
+            )
+        except (UnicodeDecodeError, ValueError):
+            self._reject(400)
+            return
+        if state.trusted is not None:
+            apply_proxy_headers(scope, state.trusted)
+        force_close = self.close_after_response or state.draining or state.shutting_down
+        cycle = HTTPCycle(
+            scope,
+            self,
+            extra_headers=state.default_headers(),
+            force_close=force_close,
+            on_pause_reading=self._pause_reading,
+        )
+        self.cycle = cycle
+        app = state.app
+        if state.shutting_down:
+            app = _unavailable
+        elif state.health_path is not None and scope["path"] == state.health_path:
+            app = _health_ok if not state.draining else _unavailable
+        elif state.limit_concurrency is not None and (
+            len(state.connections) > state.limit_concurrency
+            or len(state.tasks) >= state.limit_concurrency
+        ):
+            app = _unavailable
+        task = self.loop.create_task(cycle.run(app))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    def _reject(self, status: int) -> None:
+        """Answer a protocol error or a timed-out head with *status* and close."""
+        if self.transport is None or self.closing:
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self._close()
+            return
+        self.transport.write(self.h1.error_response(status))
+        self._close()
+
+    # -- CycleOwner ------------------------------------------------------------------------
+    def write_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        if self.closing or self.transport is None:
+            return
+        if self.close_after_response and not any(n == b"connection" for n, _ in headers):
+            headers.append((b"connection", b"close"))
+        h1 = self.h1
+        data = h1.response_head(status, headers)
+        if body:
+            data += h1.body(body)
+        if end:
+            data += h1.end()
+        self.transport.write(data)
+
+    def write_body(self, data: bytes, end: bool) -> None:
+        if self.closing or self.transport is None:
+            return
+        out = self.h1.body(data)
+        if end:
+            out += self.h1.end()
+        if out:
+            self.transport.write(out)
+
+    async def wait_writable(self) -> None:
+        if not self._write_paused or self.closing:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def want_body(self) -> None:
+        if self._read_paused and not self.closing and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def send_continue(self) -> None:
+        if self.h1.waiting_for_continue and not self.closing and self.transport is not None:
+            self.transport.write(self.h1.continue_100())
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.abort()
+
+    def cycle_done(self, cycle: HTTPCycle) -> None:
+        if cycle is not self.cycle:
+            return
+        self.cycle = None
+        self.state.request_done(cycle, cycle.scope["http_version"], self.client_str)
+        if self.closing or self.transport is None:
+            return
+        if cycle.disconnected or cycle.force_close or self.close_after_response:
+            self._close()
+            return
+        if not self.h1.start_next_cycle():
+            # The app answered before reading the whole body, or the client asked to close.
+            self._close()
+            return
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        self._process()
+        if self.cycle is None and not self.closing:
+            if self.h1.has_buffered_bytes:
+                self._head_timer = self.loop.call_later(
+                    self.state.config.timeout_request_header, self._on_head_timeout
+                )
+            else:
+                self._start_idle_timer()
+
+    # -- Connection (drain / stop) ---------------------------------------------------------
+    def is_idle(self) -> bool:
+        return self.cycle is None
+
+    def start_draining(self) -> None:
+        """Answer the next request with ``Connection: close``; an idle connection gets a short
+        grace to send one (closing it at once races a request already on the wire)."""
+        self.close_after_response = True
+        if self.cycle is None and not self.closing:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._idle_timer = self.loop.call_later(
+                min(DRAIN_IDLE_CLOSE, self.state.config.timeout_keep_alive), self._on_idle_timeout
+            )
+
+    def detach_if_idle(self) -> socket.socket | None:
+        """Hand this idle connection's socket to another loop (thread-mode reload); None when
+        a request is in progress or bytes are buffered."""
+        if self.cycle is not None or self.closing or self.transport is None:
+            return None
+        if self.h1.has_buffered_bytes or self.h1.request_in_progress:
+            return None
+        raw = self.transport.get_extra_info("socket")
+        if raw is None or self.transport.get_extra_info("sslcontext") is not None:
+            return None
+        try:
+            sock = socket.socket(fileno=os.dup(raw.fileno()))
+        except OSError:
+            return None
+        self.closing = True
+        self._cancel_timers()
+        self.state.connections.discard(self)
+        self.transport.abort()
+        return sock
+
+    def force_close(self) -> None:
+        if self.cycle is not None:
+            self.cycle.mark_disconnected()
+        self.abort()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _pause_reading(self) -> None:
+        if not self._read_paused and not self.closing and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _close(self) -> None:
+        if not self.closing and self.transport is not None:
+            self.closing = True
+            self._cancel_timers()
+            self.transport.close()
+
+    def _cancel_timers(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _start_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = self.loop.call_later(
+            self.state.config.timeout_keep_alive, self._on_idle_timeout
+        )
+
+    def _on_idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self.cycle is None:
+            self._close()
+
+    def _on_head_timeout(self) -> None:
+        self._head_timer = None
+        if self.cycle is None:
+            self._reject(408)
+
+
+async def _unavailable(scope: Any, receive: Any, send: Any) -> None:
+    body = b"Service Unavailable\n"
+    await send({
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *_RETRY_AFTER,
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _health_ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"3")],
+    })
+    await send({"type": "http.response.body", "body": b"ok\n"})

@@ -1,0 +1,113 @@
+"""Process workers: the child's entry point and the pipe protocol to the Supervisor.
+
+Children are started with the ``spawn`` method so they import the app fresh (a forked child would
+keep the parent's stale modules). Parent → child commands: ``drain``, ``shutdown``, ``force``.
+Child → parent messages: ``("ready",)``, ``("failed", message, traceback)``, ``("event", ev)``.
+The child ignores SIGINT (the Supervisor coordinates a terminal Ctrl+C), treats SIGTERM as
+``shutdown``, and shuts down when the pipe closes (the Supervisor died).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from devserve.config import Config
+from devserve.errors import DevserveError
+from devserve.lifecycle import Event, RequestCompleted
+
+
+class PipeCollector:
+    """Forwards events to the parent; request events only when a display asked for them."""
+
+    def __init__(self, conn: Connection, lock: threading.Lock, forward_requests: bool) -> None:
+        self._conn = conn
+        self._lock = lock
+        self._forward_requests = forward_requests
+
+    def emit(self, event: Event) -> None:
+        if not self._forward_requests and isinstance(event, RequestCompleted):
+            return
+        send(self._conn, self._lock, ("event", event))
+
+
+def send(conn: Connection, lock: threading.Lock, message: tuple[Any, ...]) -> None:
+    with lock:
+        try:
+            conn.send(message)
+        except (OSError, ValueError):
+            pass  # the Supervisor is gone; the pipe EOF handler shuts us down
+
+
+def process_main(
+    config: Config,
+    sock: socket.socket,
+    slot: int,
+    generation: int,
+    conn: Connection,
+    forward_events: bool,
+    forward_requests: bool,
+) -> None:
+    """Entry point of a spawned worker process."""
+    from devserve.importer import load_app
+    from devserve.logs import configure_logging
+    from devserve.workers.worker import Worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_logging(config)
+    lock = threading.Lock()
+    try:
+        loaded = load_app(
+            config.app, app_dir=config.app_dir, factory=config.factory, interface=config.interface
+        )
+    except DevserveError as exc:
+        send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None)))
+        raise SystemExit(exc.exit_code) from None
+    collector = PipeCollector(conn, lock, forward_requests) if forward_events else None
+    worker = Worker(config, loaded.app, sock, slot=slot, generation=generation,
+                    collector=collector)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        worker.shutdown()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def report_ready() -> None:
+        worker.ready.wait()
+        if worker.startup_error is not None:
+            err = worker.startup_error
+            send(conn, lock, ("failed", f"lifespan startup failed: {err}",
+                              "".join(traceback.format_exception(err))))
+        else:
+            send(conn, lock, ("ready",))
+
+    def read_commands() -> None:
+        while True:
+            try:
+                command = conn.recv()
+            except (EOFError, OSError):
+                worker.shutdown()
+                return
+            if command == "drain":
+                worker.start_draining()
+            elif command == "shutdown":
+                worker.shutdown()
+            elif command == "force":
+                worker.force_stop()
+            elif isinstance(command, tuple) and command[0] == "grace":
+                worker.grace = float(command[1])
+
+    threading.Thread(target=report_ready, name="devserve-ready", daemon=True).start()
+    threading.Thread(target=read_commands, name="devserve-control", daemon=True).start()
+    try:
+        worker.run()
+    except Exception:
+        logging.getLogger("devserve.error").exception("worker %d crashed", slot)
+        raise SystemExit(1) from None
+    if worker.startup_error is not None:
+        raise SystemExit(4)

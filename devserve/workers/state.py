@@ -1,0 +1,120 @@
+"""Per-worker state shared by all of its connections (one event loop, so no locks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from devserve.asgi.scope import TrustedProxies
+from devserve.asgi.types import ASGIApp
+from devserve.config import Config
+from devserve.lifecycle import LifecycleCollector, RequestCompleted
+
+if TYPE_CHECKING:
+    from devserve.asgi.cycle import HTTPCycle
+
+access_logger = logging.getLogger("devserve.access")
+
+
+class Connection:
+    """What a worker needs from any connection to drain or stop it."""
+
+    def is_idle(self) -> bool:
+        raise NotImplementedError
+
+    def start_draining(self) -> None:
+        """Finish the current request, then close; close now if idle."""
+        raise NotImplementedError
+
+    def force_close(self) -> None:
+        raise NotImplementedError
+
+    def detach_if_idle(self) -> socket.socket | None:
+        """The raw socket of an idle connection, detached for another loop; else None."""
+        return None
+
+
+class WorkerState:
+    """Config-derived values computed once, plus the live connection set and counters."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        *,
+        slot: int = 0,
+        generation: int = 0,
+        collector: LifecycleCollector | None = None,
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.slot = slot
+        self.generation = generation
+        self.collector = collector
+        self.lifespan_state: dict[str, Any] | None = None
+        self.connections: set[Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.total_requests = 0
+        self.draining = False  # reload drain: finish in-flight, close after, accept nothing new
+        self.shutting_down = False  # shutdown: new requests get 503 + Retry-After
+        self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
+        self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
+        self.root_path = config.root_path
+        self.health_path = config.health_path
+        self.limit_concurrency = config.limit_concurrency
+        self.limit_max_requests = config.limit_max_requests
+        self.max_requests_reached: asyncio.Event | None = None
+        self._static_headers: list[tuple[bytes, bytes]] = []
+        if config.server_header:
+            self._static_headers.append((b"server", b"devserve"))
+        for name, value in config.headers:
+            self._static_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        self._date_header = config.date_header
+        self._date_second = 0
+        self._headers: list[tuple[bytes, bytes]] = list(self._static_headers)
+
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        """Server, Date (cached per second) and ``--header`` values for each response."""
+        if not self._date_header:
+            return self._static_headers
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            date = formatdate(now, usegmt=True).encode("ascii")
+            self._headers = [(b"date", date), *self._static_headers]
+        return self._headers
+
+    def request_done(self, cycle: HTTPCycle, http_version: str, client: str) -> None:
+        """Access log line and RequestCompleted event for one finished request."""
+        self.total_requests += 1
+        scope = cycle.scope
+        if self.access_log:
+            qs = scope["query_string"]
+            path = scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
+            access_logger.info(
+                '%s - "%s %s HTTP/%s" %d', client, scope["method"], path, http_version,
+                cycle.status,
+            )
+        if self.collector is not None:
+            self.collector.emit(
+                RequestCompleted(
+                    slot=self.slot,
+                    generation=self.generation,
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=cycle.status,
+                    duration=time.perf_counter() - cycle.start_time,
+                    http_version=http_version,
+                    client=client,
+                )
+            )
+        if (
+            self.limit_max_requests is not None
+            and self.total_requests >= self.limit_max_requests
+            and self.max_requests_reached is not None
+        ):
+            self.max_requests_reached.set()
