@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import difflib
 import importlib
+import importlib.abc
+import importlib.machinery
 import inspect
 import sys
 import traceback
@@ -67,7 +69,8 @@ def import_from_string(import_str: str) -> Any:
     try:
         module = importlib.import_module(module_str)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_str == exc.name or module_str.startswith(exc.name + ".")):
+        missing = exc.name
+        if missing is not None and (module_str == missing or module_str.startswith(missing + ".")):
             raise AppImportError(
                 f"could not import module {module_str!r}: no such module",
                 hint="check the name, the working directory, or pass --app-dir",
@@ -104,7 +107,8 @@ def detect_interface(app: Any) -> str:
     """``asgi3`` for ``async def app(scope, receive, send)``; ``asgi2`` for ``app(scope)``."""
     if inspect.isclass(app):
         return "asgi2" if not hasattr(app, "__await__") else "asgi3"
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
+    plain = inspect.isfunction(app) or inspect.ismethod(app)
+    call = app if plain else getattr(app, "__call__", None)  # noqa: B004
     if call is not None and asyncio.iscoroutinefunction(call):
         return "asgi3"
     try:
@@ -163,3 +167,68 @@ def load_app(app: Any, *, app_dir: str = ".", factory: bool = False,
     kind = detect_interface(obj) if interface == "auto" else interface
     asgi_app: ASGIApp = asgi2_to_asgi3(obj) if kind == "asgi2" else obj
     return LoadedApp(app=asgi_app, interface=kind, source=source)
+
+
+def _project_module_names(dirs: list[Path]) -> dict[str, Any]:
+    """Modules whose source file lies under *dirs*, never site-packages or the stdlib."""
+    found: dict[str, Any] = {}
+    for name, module in list(sys.modules.items()):
+        if name == "__main__" or module is None:
+            continue
+        filename = getattr(module, "__file__", None)
+        if not filename:
+            continue
+        path = Path(filename)
+        if "site-packages" in path.parts or "dist-packages" in path.parts:
+            continue
+        if any(path.is_relative_to(d) for d in dirs):
+            found[name] = module
+    return found
+
+
+class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles project modules from source on a reload: a ``.pyc`` is keyed on whole-second
+    mtime and size, so an edit within the same second could otherwise load stale bytecode."""
+
+    def get_code(self, fullname: str) -> Any:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+class _FreshFinder(importlib.abc.MetaPathFinder):
+    """Routes modules under the project dirs to :class:`_FreshSourceLoader` during a reload."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = dirs
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return spec
+        origin = Path(spec.origin or "")
+        if any(origin.is_relative_to(d) for d in self.dirs):
+            spec.loader = _FreshSourceLoader(fullname, str(origin))
+        return spec
+
+
+def reimport_app(app: str, *, dirs: list[Path], app_dir: str = ".", factory: bool = False,
+                 interface: str = "auto") -> LoadedApp:
+    """Staged re-import: purge project modules, import the app fresh, and on *any* failure put
+    the previous modules back so the running generation is untouched. ``.pyc`` files are left
+    alone; ``importlib.invalidate_caches()`` makes the finders see edited and new files."""
+    resolved = [d.resolve() for d in dirs]
+    previous = _project_module_names(resolved)
+    for name in previous:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    finder = _FreshFinder(resolved)
+    sys.meta_path.insert(0, finder)
+    try:
+        return load_app(app, app_dir=app_dir, factory=factory, interface=interface)
+    except BaseException:
+        for name in _project_module_names(resolved):
+            sys.modules.pop(name, None)
+        sys.modules.update(previous)
+        raise
+    finally:
+        sys.meta_path.remove(finder)

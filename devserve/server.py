@@ -13,7 +13,7 @@ from pathlib import Path
 
 from devserve.config import Config, read_env_file
 from devserve.errors import ConfigError
-from devserve.importer import load_app
+from devserve.importer import load_app, reimport_app
 from devserve.logs import configure_logging
 from devserve.net.sockets import bind_socket, describe_address
 from devserve.supervisor import Supervisor, choose_mode
@@ -54,6 +54,12 @@ def serve(config: Config) -> int:
         supervisor = Supervisor(config, loaded.app, mode=mode, ssl_context=ssl_context,
                                 app_path=app_path)
         supervisor.mode_reason = reason
+        if mode == "thread" and app_path is not None:
+            dirs = [Path(config.app_dir)]
+            supervisor.app_loader = lambda: reimport_app(
+                app_path, dirs=dirs, app_dir=config.app_dir, factory=config.factory,
+                interface=config.interface,
+            ).app
         code = supervisor.run([sock])
         logger.info("Finished server process [%d]", os.getpid())
         return code

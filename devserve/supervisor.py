@@ -420,7 +420,8 @@ class Supervisor:
             self._emit(GenerationRetired(generation=gen, forced_connections=forced))
         self._emit(ReloadCompleted(generation=generation, strategy=strategy, phases=phases))
         logger.info("Reloaded: generation %d ready in %.0f ms, previous drained in %.0f ms",
-                    generation, phases["ready"] * 1000, (phases["drained"] - phases["ready"]) * 1000)
+                    generation, phases["ready"] * 1000,
+                    (phases["drained"] - phases["ready"]) * 1000)
 
     def _reload_failed(self, generation: int, strategy: str, message: str,
                        location: str | None, tb: str | None) -> None:

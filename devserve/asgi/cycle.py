@@ -62,11 +62,13 @@ class HTTPCycle:
         "_event",
         "_final_delivered",
         "_reading_paused",
+        "bytes_sent",
         "disconnected",
         "extra_headers",
         "force_close",
         "is_head",
         "more_body",
+        "on_pause_reading",
         "owner",
         "pending_head",
         "response_complete",
@@ -74,8 +76,6 @@ class HTTPCycle:
         "scope",
         "start_time",
         "status",
-        "bytes_sent",
-        "on_pause_reading",
     )
 
     def __init__(
@@ -225,7 +225,7 @@ class HTTPCycle:
     # -- running the app -------------------------------------------------------------------
     async def run(self, app: ASGIApp) -> None:
         try:
-            result = await app(self.scope, self.receive, self.send)
+            result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 self._abandon()
@@ -285,7 +285,4 @@ class HTTPCycle:
 
 
 def _has_framing(headers: Headers) -> bool:
-    for name, _ in headers:
-        if name == b"content-length" or name == b"transfer-encoding":
-            return True
-    return False
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)

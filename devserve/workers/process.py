@@ -59,6 +59,8 @@ def process_main(
     from devserve.workers.worker import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the Supervisor's call
     configure_logging(config)
     lock = threading.Lock()
     try:
