@@ -95,7 +95,7 @@ class HTTPCycle:
         self.on_pause_reading = on_pause_reading
         self._body: list[bytes] = []
         self._body_size = 0
-        self._event = asyncio.Event()
+        self._event: asyncio.Event | None = None  # created only if receive() has to wait
         self._reading_paused = False
         self._final_delivered = False
         self.more_body = True
@@ -111,7 +111,7 @@ class HTTPCycle:
     def feed_body(self, data: bytes) -> None:
         self._body.append(data)
         self._body_size += len(data)
-        self._event.set()
+        self._wake()
         if self._body_size > HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             if self.on_pause_reading is not None:
@@ -119,11 +119,22 @@ class HTTPCycle:
 
     def end_body(self) -> None:
         self.more_body = False
-        self._event.set()
+        self._wake()
 
     def mark_disconnected(self) -> None:
         self.disconnected = True
-        self._event.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    async def _wait(self) -> None:
+        event = self._event
+        if event is None:
+            event = self._event = asyncio.Event()
+        event.clear()
+        await event.wait()
 
     # -- ASGI callables --------------------------------------------------------------------
     async def receive(self) -> Message:
@@ -132,8 +143,7 @@ class HTTPCycle:
         if self._final_delivered:
             # The whole body was delivered: block until the client goes or we answered.
             while not (self.disconnected or self.response_complete):
-                self._event.clear()
-                await self._event.wait()
+                await self._wait()
             return _DISCONNECT
         if not self._body and self.more_body:
             self.owner.send_continue()
@@ -142,8 +152,7 @@ class HTTPCycle:
             while not self._body and self.more_body:
                 if self.disconnected or self.response_complete:
                     return _DISCONNECT
-                self._event.clear()
-                await self._event.wait()
+                await self._wait()
         if self.disconnected:
             return _DISCONNECT
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -219,7 +228,7 @@ class HTTPCycle:
     def _complete(self) -> None:
         if not self.response_complete:
             self.response_complete = True
-            self._event.set()
+            self._wake()
             self.owner.cycle_done(self)
 
     # -- running the app -------------------------------------------------------------------
@@ -279,7 +288,7 @@ class HTTPCycle:
     def _abandon(self) -> None:
         if not self.response_complete:
             self.response_complete = True
-            self._event.set()
+            self._wake()
             self.owner.abort()
             self.owner.cycle_done(self)
 

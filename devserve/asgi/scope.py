@@ -18,13 +18,14 @@ Address = tuple[str, int] | None
 class TrustedProxies:
     """Which peers may set X-Forwarded-* headers (``--forwarded-allow-ips``)."""
 
-    __slots__ = ("_all", "_hosts", "_networks", "_unix")
+    __slots__ = ("_all", "_cache", "_hosts", "_networks", "_unix")
 
     def __init__(self, entries: Sequence[str]) -> None:
         self._all = "*" in entries
         self._hosts: set[str] = set()
         self._unix = False
         self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self._cache: dict[str, bool] = {}  # peers repeat: parse each address once
         for entry in entries:
             entry = entry.strip()
             if not entry or entry == "*":
@@ -42,6 +43,14 @@ class TrustedProxies:
             return True
         if host is None:
             return self._unix
+        cached = self._cache.get(host)
+        if cached is None:
+            cached = self._lookup(host)
+            if len(self._cache) < 4096:
+                self._cache[host] = cached
+        return cached
+
+    def _lookup(self, host: str) -> bool:
         if host in self._hosts:
             return True
         try:
@@ -112,7 +121,8 @@ def http_scope(
 ) -> dict[str, Any]:
     """The ASGI 3 ``http`` scope. ``path`` is percent-decoded and includes ``root_path``."""
     raw_path, query = split_target(target)
-    path = unquote(raw_path.decode("ascii", "replace"))
+    decoded = raw_path.decode("ascii", "replace")
+    path = unquote(decoded) if "%" in decoded else decoded
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": ASGI_VERSION,

@@ -63,8 +63,9 @@ class H1Protocol(asyncio.Protocol, Connection):
         self._read_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._head_timer: asyncio.TimerHandle | None = None
+        # Deadlines (loop.time()) checked by the worker's timeout sweep: no timer per request.
+        self._idle_deadline: float | None = None
+        self._head_deadline: float | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,13 +98,9 @@ class H1Protocol(asyncio.Protocol, Connection):
         return None
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        if self.cycle is None and self._head_timer is None:
-            self._head_timer = self.loop.call_later(
-                self.state.config.timeout_request_header, self._on_head_timeout
-            )
+        self._idle_deadline = None
+        if self.cycle is None and self._head_deadline is None:
+            self._head_deadline = self.loop.time() + self.state.config.timeout_request_header
         self.h1.feed(data)
         self._process()
 
@@ -143,9 +140,7 @@ class H1Protocol(asyncio.Protocol, Connection):
             self._pause_reading()
 
     def _on_request(self, head: RequestHead) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None
         state = self.state
         http_version = head.http_version.decode("ascii")
         try:
@@ -202,7 +197,7 @@ class H1Protocol(asyncio.Protocol, Connection):
     def write_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         if self.closing or self.transport is None:
             return
-        if self.close_after_response and not any(n == b"connection" for n, _ in headers):
+        if self.close_after_response and all(n != b"connection" for n, _ in headers):
             headers.append((b"connection", b"close"))
         h1 = self.h1
         data = h1.response_head(status, headers)
@@ -262,9 +257,7 @@ class H1Protocol(asyncio.Protocol, Connection):
         self._process()
         if self.cycle is None and not self.closing:
             if self.h1.has_buffered_bytes:
-                self._head_timer = self.loop.call_later(
-                    self.state.config.timeout_request_header, self._on_head_timeout
-                )
+                self._head_deadline = self.loop.time() + self.state.config.timeout_request_header
             else:
                 self._start_idle_timer()
 
@@ -277,11 +270,9 @@ class H1Protocol(asyncio.Protocol, Connection):
         grace to send one (closing it at once races a request already on the wire)."""
         self.close_after_response = True
         if self.cycle is None and not self.closing:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-            self._idle_timer = self.loop.call_later(
-                min(DRAIN_IDLE_CLOSE, self.state.config.timeout_keep_alive), self._on_idle_timeout
-            )
+            soon = self.loop.time() + min(DRAIN_IDLE_CLOSE, self.state.config.timeout_keep_alive)
+            if self._idle_deadline is None or soon < self._idle_deadline:
+                self._idle_deadline = soon
 
     def detach_if_idle(self) -> socket.socket | None:
         """Hand this idle connection's socket to another loop (thread-mode reload); None when
@@ -321,29 +312,22 @@ class H1Protocol(asyncio.Protocol, Connection):
             self.transport.close()
 
     def _cancel_timers(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._idle_deadline = None
+        self._head_deadline = None
 
     def _start_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        self._idle_timer = self.loop.call_later(
-            self.state.config.timeout_keep_alive, self._on_idle_timeout
-        )
+        self._idle_deadline = self.loop.time() + self.state.config.timeout_keep_alive
 
-    def _on_idle_timeout(self) -> None:
-        self._idle_timer = None
-        if self.cycle is None:
-            self._close()
-
-    def _on_head_timeout(self) -> None:
-        self._head_timer = None
-        if self.cycle is None:
+    def check_timeouts(self, now: float) -> None:
+        """Called by the worker's sweep: close idle connections, 408 a slow request head."""
+        if self.cycle is not None or self.closing:
+            return
+        if self._head_deadline is not None and now >= self._head_deadline:
+            self._head_deadline = None
             self._reject(408)
+        elif self._idle_deadline is not None and now >= self._idle_deadline:
+            self._idle_deadline = None
+            self._close()
 
 
 async def _unavailable(scope: Any, receive: Any, send: Any) -> None:

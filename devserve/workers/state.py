@@ -33,6 +33,9 @@ class Connection:
     def force_close(self) -> None:
         raise NotImplementedError
 
+    def check_timeouts(self, now: float) -> None:
+        """Enforce idle/header deadlines; *now* is the loop's clock."""
+
     def detach_if_idle(self) -> socket.socket | None:
         """The raw socket of an idle connection, detached for another loop; else None."""
         return None

@@ -10,6 +10,7 @@ after lifespan startup succeeded and the listener accepts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import ssl
@@ -26,6 +27,8 @@ from devserve.workers.h1_conn import H1Protocol
 from devserve.workers.state import WorkerState
 
 logger = logging.getLogger("devserve.error")
+
+TIMEOUT_SWEEP = 0.25  # seconds between checks of connection deadlines (their precision)
 
 
 def new_event_loop(setting: str) -> asyncio.AbstractEventLoop:
@@ -73,6 +76,7 @@ class Worker:
         self.forced_connections = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
         self._mode = "running"  # running | draining | shutdown | force
         # Thread-mode reload: where idle keep-alive connections go instead of being closed.
         self.handoff: Callable[[socket.socket], None] | None = None
@@ -201,6 +205,12 @@ class Worker:
             ssl=self.ssl_context,
             ssl_handshake_timeout=10.0 if self.ssl_context is not None else None,
         )
+        self._sweep_handle = loop.call_later(TIMEOUT_SWEEP, self._sweep_timeouts, loop)
+        if self.generation <= 1:
+            # Start-up objects (the app, its modules) live forever: keep them out of GC scans
+            # so full collections under load stay short. Not after a reload: the previous
+            # generation's cyclic garbage must stay collectable.
+            gc.freeze()
         self.ready.set()
         if self._mode != "running":
             self._apply_mode()
@@ -218,8 +228,17 @@ class Worker:
         if state.tasks:
             # Give cancelled/aborted cycles a moment to observe the disconnect and finish.
             await asyncio.wait(list(state.tasks), timeout=1.0)
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
         if lifespan is not None:
             await lifespan.shutdown(timeout=self.grace)
+
+    def _sweep_timeouts(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One timer per worker enforces every connection's idle and header deadlines."""
+        now = loop.time()
+        for conn in list(self.state.connections):
+            conn.check_timeouts(now)
+        self._sweep_handle = loop.call_later(TIMEOUT_SWEEP, self._sweep_timeouts, loop)
 
     async def _wait_idle(self, grace: float) -> None:
         """Wait until no request is in flight (and, when draining, no connection is open)."""
