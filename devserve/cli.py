@@ -140,6 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"time allowed to send the request head "
                              f"{_default('timeout_request_header')}")
 
+    reload = parser.add_argument_group("reload")
+    reload.add_argument("--reload", action="store_true",
+                        help="re-import the app and roll a new worker generation on file changes")
+    reload.add_argument("--reload-dir", action="append", metavar="DIR", dest="reload_dirs",
+                        help="directory to watch (repeatable; default: the app directory)")
+    reload.add_argument("--reload-include", action="append", metavar="GLOB",
+                        dest="reload_includes", help="extra file glob that triggers a reload")
+    reload.add_argument("--reload-exclude", action="append", metavar="GLOB",
+                        dest="reload_excludes", help="file or directory glob to ignore")
+    reload.add_argument("--reload-delay", metavar="SECONDS",
+                        help="quiet period that ends a batch of changes "
+                             f"{_default('reload_delay')}")
+    reload.add_argument("--reload-poll", action="store_true",
+                        help="poll for changes (Docker/WSL mounts); WATCHFILES_FORCE_POLLING too")
+    reload.add_argument("--reload-grace", metavar="SECONDS",
+                        help=f"how long the old generation may drain {_default('reload_grace')}")
+    reload.add_argument("--livereload", action="store_true",
+                        help="reload browser pages when a new generation is serving")
+
     logs = parser.add_argument_group("logging")
     logs.add_argument("--log-level",
                       choices=["critical", "error", "warning", "info", "debug", "trace"],
@@ -148,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"log each request {_default('access_log')}")
     logs.add_argument("--use-colors", action=flag,
                       help="colour the log output (default: when on a terminal)")
+    logs.add_argument("--tui", choices=["auto", "on", "off"],
+                      help=f"live terminal dashboard {_default('tui')}")
+    logs.add_argument("--log-format", choices=["text", "json"],
+                      help=f"lifecycle output format {_default('log_format')}")
     return parser
 
 

@@ -27,6 +27,8 @@ InterfaceSetting = Literal["auto", "asgi3", "asgi2"]
 LifespanSetting = Literal["auto", "on", "off"]
 WorkerModeSetting = Literal["auto", "thread", "process"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+TUISetting = Literal["auto", "on", "off"]
+LogFormat = Literal["text", "json"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,16 @@ class Config:
     factory: bool = False
     h11_max_incomplete_event_size: int = 16 * 1024
     health_path: str | None = None
+    reload: bool = False
+    reload_dirs: tuple[str, ...] = ()
+    reload_includes: tuple[str, ...] = ()
+    reload_excludes: tuple[str, ...] = ()
+    reload_delay: float = 0.05
+    reload_poll: bool = False
+    reload_grace: float = 5.0
+    livereload: bool = False
+    tui: TUISetting = "auto"
+    log_format: LogFormat = "text"
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,6 +103,8 @@ _MINIMUM: dict[str, float] = {
     "h11_max_incomplete_event_size": 1024,
     "timeout_keep_alive": 0,
     "timeout_request_header": 0,
+    "reload_delay": 0,
+    "reload_grace": 0.01,
 }
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import sys
 from pathlib import Path
 
-from devserve.config import Config, read_env_file
+from devserve.config import Config, find_pyproject, read_env_file
 from devserve.errors import ConfigError
 from devserve.importer import load_app, reimport_app
 from devserve.logs import configure_logging
 from devserve.net.sockets import bind_socket, describe_address
+from devserve.reload.reloader import Reloader
+from devserve.reload.watcher import PathFilter, Watcher
 from devserve.supervisor import Supervisor, choose_mode
 
 logger = logging.getLogger("devserve.error")
@@ -34,6 +37,34 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+def _start_watcher(config: Config, supervisor: Supervisor, roots: list[Path]
+                   ) -> tuple[Watcher, Reloader]:
+    """Watch *roots* (pruned) and feed change batches to a Reloader driving *supervisor*."""
+    if not isinstance(config.app, str):
+        raise ConfigError("--reload", "needs the app as an import string",
+                          hint="pass 'module:attr' instead of an app object")
+    reloader = Reloader(supervisor, config, pyproject=find_pyproject(Path.cwd()))
+    watcher = Watcher(
+        roots, reloader,
+        path_filter=PathFilter(config.reload_includes, config.reload_excludes),
+        quiet_ms=int(config.reload_delay * 1000),
+        force_polling=config.reload_poll,
+    )
+    watcher.start()
+    if watcher.started.wait(10.0):
+        logger.info("Watching for changes in %d director%s under %s", watcher.watch_count,
+                    "y" if watcher.watch_count == 1 else "ies",
+                    ", ".join(str(r) for r in roots))
+    return watcher, reloader
+
+
+def _reexec() -> None:
+    """Replace this process with a fresh devserve started with the same command line."""
+    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, *argv[1:]])
+
+
 def serve(config: Config) -> int:
     """Run the server described by *config* until it is stopped; return the exit code."""
     configure_logging(config)
@@ -41,7 +72,7 @@ def serve(config: Config) -> int:
         for key, value in read_env_file(config.env_file).items():
             os.environ.setdefault(key, value)
     app_path = config.app if isinstance(config.app, str) else None
-    mode, reason = choose_mode(config, app_is_object=app_path is None)
+    mode, reason = choose_mode(config, app_is_object=app_path is None, reload=config.reload)
     loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
                       interface=config.interface)
     ssl_context = _ssl_context(config)
@@ -54,14 +85,25 @@ def serve(config: Config) -> int:
         supervisor = Supervisor(config, loaded.app, mode=mode, ssl_context=ssl_context,
                                 app_path=app_path)
         supervisor.mode_reason = reason
+        roots = [Path(d) for d in config.reload_dirs] or [Path(config.app_dir)]
         if mode == "thread" and app_path is not None:
-            dirs = [Path(config.app_dir)]
+            purge = [*roots, Path(config.app_dir)]
             supervisor.app_loader = lambda: reimport_app(
-                app_path, dirs=dirs, app_dir=config.app_dir, factory=config.factory,
+                app_path, dirs=purge, app_dir=config.app_dir, factory=config.factory,
                 interface=config.interface,
             ).app
-        code = supervisor.run([sock])
+        watcher = reloader = None
+        if config.reload:
+            watcher, reloader = _start_watcher(config, supervisor, roots)
+        try:
+            code = supervisor.run([sock])
+        finally:
+            if watcher is not None:
+                watcher.stop()
         logger.info("Finished server process [%d]", os.getpid())
+        if reloader is not None and reloader.reexec_requested:
+            sock.close()
+            _reexec()
         return code
     finally:
         sock.close()

@@ -189,7 +189,8 @@ class Supervisor:
         self._ssl_context = ssl_context
         self._collector = lifecycle_collector
         if mode is None:
-            mode, reason = choose_mode(config, app_is_object=app_path is None)
+            mode, reason = choose_mode(config, app_is_object=app_path is None,
+                                       reload=config.reload)
         else:
             reason = "chosen by the caller"
         self._mode: WorkerMode = mode
@@ -210,7 +211,7 @@ class Supervisor:
         self._lifespan_state: dict[str, Any] | None = None
         self.exit_code = 0
         self.last_crash: str | None = None
-        self.reload_grace = min(5.0, config.timeout_graceful_shutdown)
+        self.reload_grace = config.reload_grace
         # Thread mode: returns a freshly imported app for a reload (None keeps the same app).
         self.app_loader: Callable[[], ASGIApp] | None = None
         self._mp = multiprocessing.get_context("spawn")
@@ -568,6 +569,11 @@ class Supervisor:
                     continue
                 if self._budgets[slot].failed:
                     continue
+                if self._retired(handle):
+                    logger.info("Worker %d retired after --limit-max-requests; replacing it",
+                                slot)
+                    self._respawn_at[slot] = now
+                    continue
                 self._on_crash(slot, handle, now)
             for slot, when in list(self._respawn_at.items()):
                 if now >= when:
@@ -577,6 +583,12 @@ class Supervisor:
                              self.last_crash)
                 self.exit_code = 1
                 self._shutdown_event.set()
+
+    @staticmethod
+    def _retired(handle: _WorkerHandle) -> bool:
+        if handle.worker is not None:
+            return handle.worker.retired and handle.worker.startup_error is None
+        return getattr(handle.target, "exitcode", None) == 0
 
     def _on_crash(self, slot: int, handle: _WorkerHandle, now: float) -> None:
         code = getattr(handle.target, "exitcode", None)

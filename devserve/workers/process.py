@@ -113,3 +113,5 @@ def process_main(
         raise SystemExit(1) from None
     if worker.startup_error is not None:
         raise SystemExit(4)
+    if not worker.retired and not worker.state.shutting_down and not worker.state.draining:
+        raise SystemExit(1)  # the loop stopped without being asked: report it as a crash

@@ -74,6 +74,7 @@ class Worker:
         self.stopped = threading.Event()
         self.startup_error: BaseException | None = None
         self.forced_connections = 0
+        self.retired = False  # exited by itself after --limit-max-requests: not a crash
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -216,7 +217,8 @@ class Worker:
             self._apply_mode()
         await self._stop.wait()
         if self._mode == "running":
-            self._mode = "draining"  # --limit-max-requests reached: retire like a reload
+            self.retired = True  # --limit-max-requests reached: retire like a reload
+            self._mode = "draining"
             self._apply_mode()
         if self._mode == "draining":
             server.close()

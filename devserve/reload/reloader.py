@@ -1,0 +1,102 @@
+"""Turn a batch of changed files into the right Supervisor action.
+
+- Python modules, templates and other included files → ``graceful_reload()`` (thread mode
+  re-imports in-process; process mode rolls fresh processes).
+- The ``--env-file`` → re-read it into ``os.environ``, then reload.
+- ``[tool.devserve]`` in ``pyproject.toml`` changed → re-exec devserve with the same arguments
+  (its own configuration cannot change under a running Supervisor).
+A batch arriving while a reload runs is coalesced by the Supervisor into exactly one follow-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from devserve.config import Config, read_env_file, read_pyproject
+from devserve.lifecycle import LifecycleCollector, ReloadRequested
+from devserve.reload.watcher import ChangeSet
+
+logger = logging.getLogger("devserve.error")
+
+
+class Reloadable(Protocol):
+    def graceful_reload(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def _devserve_table(pyproject: Path) -> Any:
+    try:
+        return read_pyproject(pyproject)
+    except Exception as exc:  # a half-saved file: treat as "unknown" and compare later
+        return ("unreadable", str(exc))
+
+
+class Reloader:
+    """Classifies each ChangeSet and calls the Supervisor."""
+
+    def __init__(
+        self,
+        supervisor: Reloadable,
+        config: Config,
+        *,
+        collector: LifecycleCollector | None = None,
+        pyproject: Path | None = None,
+        on_reexec: Callable[[], None] | None = None,
+    ) -> None:
+        self.supervisor = supervisor
+        self.config = config
+        self.collector = collector
+        self.env_file = Path(config.env_file).resolve() if config.env_file else None
+        self.pyproject = pyproject.resolve() if pyproject else None
+        self._pyproject_table = _devserve_table(self.pyproject) if self.pyproject else None
+        self.on_reexec = on_reexec
+        self.reexec_requested = False
+        self.last_detect: float | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, changes: ChangeSet) -> None:
+        self.handle(changes)
+
+    def handle(self, changes: ChangeSet) -> None:
+        with self._lock:
+            self.last_detect = time.monotonic()
+            paths = list(changes.paths)
+            names = ", ".join(_short(p) for p in paths[:3]) + (
+                f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""
+            )
+            if self.pyproject is not None and self.pyproject in paths:
+                table = _devserve_table(self.pyproject)
+                if table != self._pyproject_table:
+                    self._pyproject_table = table
+                    logger.info("[tool.devserve] changed in %s: restarting devserve",
+                                _short(self.pyproject))
+                    self.reexec_requested = True
+                    if self.on_reexec is not None:
+                        self.on_reexec()
+                    self.supervisor.shutdown()
+                    return
+            if self.env_file is not None and self.env_file in paths:
+                try:
+                    os.environ.update(read_env_file(self.env_file))
+                except Exception as exc:
+                    logger.error("Could not re-read %s: %s", _short(self.env_file), exc)
+            strategy = "reimport" if any(p.suffix == ".py" for p in paths) else "reload"
+            if self.collector is not None:
+                self.collector.emit(ReloadRequested(trigger=tuple(str(p) for p in paths),
+                                                    strategy=strategy))
+            logger.info("Change detected in %s: reloading", names)
+        self.supervisor.graceful_reload()
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
