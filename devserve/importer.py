@@ -49,13 +49,33 @@ def _location_of(exc: BaseException) -> str:
     return "<unknown>"
 
 
+_OWN_DIR = str(Path(__file__).resolve().parent)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback without devserve's and importlib's own frames: what the user wrote."""
+    tb = traceback.TracebackException.from_exception(exc)
+    frames = [
+        f for f in tb.stack
+        if not f.filename.startswith(_OWN_DIR) and not f.filename.startswith("<frozen")
+    ]
+    tb.stack = traceback.StackSummary.from_list(frames)
+    return "".join(tb.format())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"{type(exc).__name__}: {exc.msg}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class AppLoadFailure(AppImportError):
-    """The user's module raised while importing; carries the formatted traceback."""
+    """The user's module raised while importing; carries file:line and a trimmed traceback."""
 
     def __init__(self, message: str, *, exc: BaseException, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.location = _location_of(exc)
-        self.traceback_text = "".join(traceback.format_exception(exc))
+        self.traceback_text = user_traceback(exc)
 
 
 def import_from_string(import_str: str) -> Any:
@@ -76,14 +96,12 @@ def import_from_string(import_str: str) -> Any:
                 hint="check the name, the working directory, or pass --app-dir",
             ) from None
         raise AppLoadFailure(
-            f"error while importing {module_str!r}: {type(exc).__name__}: {exc} "
-            f"({_location_of(exc)})",
+            f"error while importing {module_str!r}: {_describe(exc)} ({_location_of(exc)})",
             exc=exc,
         ) from None
     except Exception as exc:
         raise AppLoadFailure(
-            f"error while importing {module_str!r}: {type(exc).__name__}: {exc} "
-            f"({_location_of(exc)})",
+            f"error while importing {module_str!r}: {_describe(exc)} ({_location_of(exc)})",
             exc=exc,
         ) from None
 
@@ -155,8 +173,7 @@ def load_app(app: Any, *, app_dir: str = ".", factory: bool = False,
             obj = obj()
         except Exception as exc:
             raise AppLoadFailure(
-                f"app factory {source!r} raised {type(exc).__name__}: {exc} "
-                f"({_location_of(exc)})",
+                f"app factory {source!r} raised {_describe(exc)} ({_location_of(exc)})",
                 exc=exc,
             ) from None
     if not callable(obj):

@@ -15,8 +15,10 @@ from pathlib import Path
 from devserve.config import Config, find_pyproject, read_env_file
 from devserve.errors import ConfigError
 from devserve.importer import load_app, reimport_app
+from devserve.lifecycle import FanOutCollector
 from devserve.logs import configure_logging
 from devserve.net.sockets import bind_socket, describe_address
+from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.reloader import Reloader
 from devserve.reload.watcher import PathFilter, Watcher
 from devserve.supervisor import Supervisor, choose_mode
@@ -37,13 +39,14 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _start_watcher(config: Config, supervisor: Supervisor, roots: list[Path]
-                   ) -> tuple[Watcher, Reloader]:
+def _start_watcher(config: Config, supervisor: Supervisor, roots: list[Path],
+                   collector: FanOutCollector) -> tuple[Watcher, Reloader]:
     """Watch *roots* (pruned) and feed change batches to a Reloader driving *supervisor*."""
     if not isinstance(config.app, str):
         raise ConfigError("--reload", "needs the app as an import string",
                           hint="pass 'module:attr' instead of an app object")
-    reloader = Reloader(supervisor, config, pyproject=find_pyproject(Path.cwd()))
+    reloader = Reloader(supervisor, config, pyproject=find_pyproject(Path.cwd()),
+                        collector=collector)
     watcher = Watcher(
         roots, reloader,
         path_filter=PathFilter(config.reload_includes, config.reload_excludes),
@@ -82,8 +85,14 @@ def serve(config: Config) -> int:
         logger.info("Listening on %s (Press CTRL+C to quit)", url)
         logger.info("Worker mode: %s, %d worker%s (%s)", mode, config.workers,
                     "" if config.workers == 1 else "s", reason)
+        collector = FanOutCollector()
         supervisor = Supervisor(config, loaded.app, mode=mode, ssl_context=ssl_context,
-                                app_path=app_path)
+                                app_path=app_path, lifecycle_collector=collector)
+        if config.livereload:
+            hub = LiveReloadHub()
+            collector.add(hub)
+            supervisor.app_wrapper = lambda app, generation: LiveReloadMiddleware(
+                app, hub, generation)
         supervisor.mode_reason = reason
         roots = [Path(d) for d in config.reload_dirs] or [Path(config.app_dir)]
         if mode == "thread" and app_path is not None:
@@ -94,7 +103,7 @@ def serve(config: Config) -> int:
             ).app
         watcher = reloader = None
         if config.reload:
-            watcher, reloader = _start_watcher(config, supervisor, roots)
+            watcher, reloader = _start_watcher(config, supervisor, roots, collector)
         try:
             code = supervisor.run([sock])
         finally:

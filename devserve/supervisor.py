@@ -31,6 +31,7 @@ from devserve.asgi.types import ASGIApp
 from devserve.budget import CrashBudget
 from devserve.config import Config
 from devserve.errors import AppImportError, DevserveError, LifespanStartupError
+from devserve.importer import user_traceback
 from devserve.lifecycle import (
     Event,
     GenerationPromoted,
@@ -214,6 +215,10 @@ class Supervisor:
         self.reload_grace = config.reload_grace
         # Thread mode: returns a freshly imported app for a reload (None keeps the same app).
         self.app_loader: Callable[[], ASGIApp] | None = None
+        # Applied to every generation's app (thread mode; process children apply their own).
+        self.app_wrapper: Callable[[ASGIApp, int], ASGIApp] | None = None
+        # Per-request events cost; workers get a collector only when a display wants them.
+        self.worker_collector: LifecycleCollector | None = None
         self._mp = multiprocessing.get_context("spawn")
 
     # -- public API ------------------------------------------------------------------------
@@ -428,7 +433,12 @@ class Supervisor:
                        location: str | None, tb: str | None) -> None:
         self._emit(ReloadFailed(generation=generation, strategy=strategy, error=message,
                                 location=location, traceback=tb))
-        logger.error("Reload failed, generation %d keeps serving: %s", self._generation, message)
+        if self._mode == "process" and self._config.livereload:
+            payload = {"error": message, "location": location, "traceback": tb}
+            for handle in self._handles.values():
+                handle._command(("livereload-error", payload))
+        logger.error("Reload failed, generation %d keeps serving: %s%s", self._generation,
+                     message, f"\n{tb.rstrip()}" if tb else "")
 
     def _restart_workers_impl(self) -> None:
         generation = self._generation + 1
@@ -476,9 +486,12 @@ class Supervisor:
         sock = self._sockets[socket_index].dup()
         the_app = app if app is not None else self._app
         assert the_app is not None
+        if self.app_wrapper is not None:
+            the_app = self.app_wrapper(the_app, generation)
         worker = Worker(
             self._config, the_app, sock, slot=worker_id, generation=generation,
-            collector=self._collector, run_lifespan=run_lifespan, ssl_context=self._ssl_context,
+            collector=self.worker_collector, run_lifespan=run_lifespan,
+            ssl_context=self._ssl_context,
         )
         if not run_lifespan and self._lifespan_state is not None:
             worker.set_lifespan_state(self._lifespan_state)
@@ -506,7 +519,7 @@ class Supervisor:
             process = self._mp.Process(
                 target=process_main,
                 args=(config, self._sockets[0], worker_id, gen, child,
-                      self._collector is not None, False),
+                      self.worker_collector is not None, True),
                 name=f"devserve-g{gen}-w{worker_id}",
                 daemon=True,
             )
@@ -533,7 +546,7 @@ class Supervisor:
         if worker.startup_error is not None:
             err = worker.startup_error
             handle.error = f"lifespan startup failed: {err}"
-            handle.error_traceback = "".join(traceback.format_exception(err))
+            handle.error_traceback = user_traceback(err)
         handle.ready.set()
 
     def _read_process(self, handle: _WorkerHandle) -> None:
@@ -551,8 +564,8 @@ class Supervisor:
                 handle.error = message[1]
                 handle.error_traceback = message[2]
                 handle.ready.set()
-            elif kind == "event" and self._collector is not None:
-                self._collector.emit(message[1])
+            elif kind == "event" and self.worker_collector is not None:
+                self.worker_collector.emit(message[1])
         handle.ready.set() if handle.error is not None else None  # unblock a waiting starter
 
     def _spawn_h3_worker(self, worker_id: int) -> None:

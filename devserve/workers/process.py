@@ -71,8 +71,14 @@ def process_main(
         send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None)))
         raise SystemExit(exc.exit_code) from None
     collector = PipeCollector(conn, lock, forward_requests) if forward_events else None
-    worker = Worker(config, loaded.app, sock, slot=slot, generation=generation,
-                    collector=collector)
+    app = loaded.app
+    hub = None
+    if config.livereload:
+        from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
+
+        hub = LiveReloadHub()
+        app = LiveReloadMiddleware(app, hub, generation)
+    worker = Worker(config, app, sock, slot=slot, generation=generation, collector=collector)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         worker.shutdown()
@@ -96,7 +102,12 @@ def process_main(
                 worker.shutdown()
                 return
             if command == "drain":
+                if hub is not None:
+                    hub.close_generations_before(generation + 1)  # browser channel first
                 worker.start_draining()
+            elif isinstance(command, tuple) and command[0] == "livereload-error":
+                if hub is not None:
+                    hub.report_error(command[1])
             elif command == "shutdown":
                 worker.shutdown()
             elif command == "force":

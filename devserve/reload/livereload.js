@@ -1,0 +1,26 @@
+(function () {
+  var me = document.currentScript;
+  var gen = me && me.getAttribute("data-generation");
+  var overlay = null;
+  function show(err) {
+    if (!overlay) {
+      overlay = document.createElement("div");
+      overlay.id = "devserve-error-overlay";
+      overlay.style.cssText = "position:fixed;inset:0;z-index:2147483647;background:rgba(20,0,0,.92);" +
+        "color:#fdd;font:14px/1.4 monospace;padding:24px;overflow:auto;white-space:pre-wrap";
+      document.documentElement.appendChild(overlay);
+    }
+    overlay.textContent = "devserve: reload failed\n\n" + err.error +
+      (err.location ? "\n  at " + err.location : "") + (err.traceback ? "\n\n" + err.traceback : "");
+  }
+  function connect() {
+    var es = new EventSource("/__devserve__/livereload");
+    es.addEventListener("hello", function (e) {
+      var info = JSON.parse(e.data);
+      if (gen !== null && String(info.generation) !== gen) { location.reload(); return; }
+      if (info.error) { show(info.error); }
+    });
+    es.addEventListener("failed", function (e) { show(JSON.parse(e.data)); });
+  }
+  connect();
+})();
