@@ -50,6 +50,7 @@ def _location_of(exc: BaseException) -> str:
 
 
 _OWN_DIR = str(Path(__file__).resolve().parent)
+_IMPORTLIB_DIR = str(Path(importlib.__file__).resolve().parent)
 
 
 def user_traceback(exc: BaseException) -> str:
@@ -57,7 +58,7 @@ def user_traceback(exc: BaseException) -> str:
     tb = traceback.TracebackException.from_exception(exc)
     frames = [
         f for f in tb.stack
-        if not f.filename.startswith(_OWN_DIR) and not f.filename.startswith("<frozen")
+        if not f.filename.startswith((_OWN_DIR, "<frozen", _IMPORTLIB_DIR))
     ]
     tb.stack = traceback.StackSummary.from_list(frames)
     return "".join(tb.format())

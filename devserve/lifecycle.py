@@ -50,6 +50,7 @@ class ServerStarting(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerStopping(Event):
     reason: str
+    error: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +97,8 @@ class WorkerCrashed(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerRespawnScheduled(Event):
     slot: int
+    ident: str
+    reason: str
     restarts_used: int
     budget: int
     window: float
@@ -108,6 +111,7 @@ class WorkerBudgetExhausted(Event):
     restarts_used: int
     budget: int
     reason: str
+    window: float = 60.0
 
 
 # -- generations & reloads -------------------------------------------------------------------
@@ -120,6 +124,8 @@ class GenerationStarted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GenerationPromoted(Event):
     generation: int
+    workers: int = 0
+    mode: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +158,7 @@ class ReloadFailed(Event):
     generation: int
     strategy: str
     error: str
+    serving_generation: int = 0
     location: str | None = None
     traceback: str | None = None
 
@@ -179,6 +186,25 @@ class RequestCompleted(Event):
     duration: float
     http_version: str = "1.1"
     client: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStats(Event):
+    """Periodic gauge from a worker (only when a display is attached)."""
+
+    slot: int
+    generation: int
+    connections: int
+    in_flight: int
+    requests: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogLine(Event):
+    """Output that must appear above a live display (worker output, server log records)."""
+
+    level: str
+    message: str
 
 
 @runtime_checkable

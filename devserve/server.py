@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import ssl
 import sys
 from pathlib import Path
 
 from devserve.config import Config, find_pyproject, read_env_file
+from devserve.display import attach_display
 from devserve.errors import ConfigError
 from devserve.importer import load_app, reimport_app
-from devserve.lifecycle import FanOutCollector
+from devserve.lifecycle import FanOutCollector, ServerStarting
 from devserve.logs import configure_logging
 from devserve.net.sockets import bind_socket, describe_address
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.reloader import Reloader
 from devserve.reload.watcher import PathFilter, Watcher
-from devserve.supervisor import Supervisor, choose_mode
+from devserve.supervisor import Supervisor, choose_mode, gil_enabled
 
 logger = logging.getLogger("devserve.error")
 
@@ -82,12 +84,15 @@ def serve(config: Config) -> int:
     sock = bind_socket(config)
     try:
         url = describe_address(sock, "https" if ssl_context else "http")
-        logger.info("Listening on %s (Press CTRL+C to quit)", url)
-        logger.info("Worker mode: %s, %d worker%s (%s)", mode, config.workers,
-                    "" if config.workers == 1 else "s", reason)
         collector = FanOutCollector()
         supervisor = Supervisor(config, loaded.app, mode=mode, ssl_context=ssl_context,
                                 app_path=app_path, lifecycle_collector=collector)
+        display = attach_display(config, collector, supervisor)
+        collector.emit(ServerStarting(
+            app=loaded.source, urls=(url,), mode=mode, mode_reason=reason,
+            workers=config.workers, pid=os.getpid(), gil_enabled=gil_enabled(),
+            python=platform.python_version(),
+        ))
         if config.livereload:
             hub = LiveReloadHub()
             collector.add(hub)
@@ -109,6 +114,8 @@ def serve(config: Config) -> int:
         finally:
             if watcher is not None:
                 watcher.stop()
+            if display is not None:
+                display.close()
         logger.info("Finished server process [%d]", os.getpid())
         if reloader is not None and reloader.reexec_requested:
             sock.close()

@@ -41,6 +41,7 @@ from devserve.lifecycle import (
     ReloadCompleted,
     ReloadFailed,
     ReloadStarted,
+    ServerStopping,
     WorkerBudgetExhausted,
     WorkerCrashed,
     WorkerDraining,
@@ -364,13 +365,14 @@ class Supervisor:
         for handle in handles.values():
             if handle.is_alive():
                 self._force_stop(handle, 1.0)
+            self._emit(WorkerStopped(slot=handle.worker_id, generation=handle.generation,
+                                     forced=handle.is_alive()))
 
     def _promote(self, generation: int, handles: dict[int, _WorkerHandle]) -> None:
         self._handles = handles
         self._generation = generation
-        self._emit(GenerationPromoted(generation=generation))
-        logger.info("Serving generation %d with %d %s worker%s", generation, len(handles),
-                    self._mode, "" if len(handles) == 1 else "s")
+        self._emit(GenerationPromoted(generation=generation, workers=len(handles),
+                                      mode=self._mode))
 
     def _retire(self, old: dict[int, _WorkerHandle], new: dict[int, _WorkerHandle],
                 grace: float) -> int:
@@ -425,20 +427,16 @@ class Supervisor:
         for gen in sorted({h.generation for h in old.values()}):
             self._emit(GenerationRetired(generation=gen, forced_connections=forced))
         self._emit(ReloadCompleted(generation=generation, strategy=strategy, phases=phases))
-        logger.info("Reloaded: generation %d ready in %.0f ms, previous drained in %.0f ms",
-                    generation, phases["ready"] * 1000,
-                    (phases["drained"] - phases["ready"]) * 1000)
 
     def _reload_failed(self, generation: int, strategy: str, message: str,
                        location: str | None, tb: str | None) -> None:
         self._emit(ReloadFailed(generation=generation, strategy=strategy, error=message,
-                                location=location, traceback=tb))
+                                location=location, traceback=tb,
+                                serving_generation=self._generation))
         if self._mode == "process" and self._config.livereload:
             payload = {"error": message, "location": location, "traceback": tb}
             for handle in self._handles.values():
                 handle._command(("livereload-error", payload))
-        logger.error("Reload failed, generation %d keeps serving: %s%s", self._generation,
-                     message, f"\n{tb.rstrip()}" if tb else "")
 
     def _restart_workers_impl(self) -> None:
         generation = self._generation + 1
@@ -592,8 +590,9 @@ class Supervisor:
                 if now >= when:
                     self._respawn_worker(slot)
             if self._budgets and all(b.failed for b in self._budgets.values()):
-                logger.error("Every worker slot exhausted its restart budget; last crash: %s",
-                             self.last_crash)
+                self._emit(ServerStopping(
+                    reason="Every worker slot exhausted its restart budget; last crash: "
+                    f"{self.last_crash}", error=True))
                 self.exit_code = 1
                 self._shutdown_event.set()
 
@@ -611,18 +610,15 @@ class Supervisor:
                                  traceback=handle.error_traceback))
         decision = self._budgets[slot].on_crash(now)
         if decision.allowed:
-            logger.warning("Worker %d (%s) died: %s; respawning in %.1fs (%d/%d restarts)",
-                           slot, handle.ident, reason, decision.backoff,
-                           decision.restarts_used, decision.budget)
             self._respawn_at[slot] = now + decision.backoff
             self._emit(WorkerRespawnScheduled(
-                slot=slot, restarts_used=decision.restarts_used, budget=decision.budget,
+                slot=slot, ident=handle.ident, reason=reason,
+                restarts_used=decision.restarts_used, budget=decision.budget,
                 window=self._budgets[slot].window, backoff=decision.backoff))
         else:
-            logger.error("Worker %d exhausted its restart budget (%d in %.0fs); slot failed: %s",
-                         slot, decision.budget, self._budgets[slot].window, reason)
             self._emit(WorkerBudgetExhausted(slot=slot, restarts_used=decision.restarts_used,
-                                             budget=decision.budget, reason=reason))
+                                             budget=decision.budget, reason=reason,
+                                             window=self._budgets[slot].window))
 
     def _respawn_worker(self, worker_id: int) -> None:
         """Restart a crashed slot; skipped (and retried) while a reload holds the lock."""
@@ -706,7 +702,7 @@ class Supervisor:
                 if interrupts["count"] > 1:
                     self.force_exit()
                     return
-            logger.info("Shutting down (%s)", signal.Signals(signum).name)
+            self._emit(ServerStopping(reason=signal.Signals(signum).name))
             self.shutdown()
 
         signal.signal(signal.SIGINT, on_stop)

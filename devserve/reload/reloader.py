@@ -68,9 +68,6 @@ class Reloader:
         with self._lock:
             self.last_detect = time.monotonic()
             paths = list(changes.paths)
-            names = ", ".join(_short(p) for p in paths[:3]) + (
-                f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""
-            )
             if self.pyproject is not None and self.pyproject in paths:
                 table = _devserve_table(self.pyproject)
                 if table != self._pyproject_table:
@@ -89,9 +86,8 @@ class Reloader:
                     logger.error("Could not re-read %s: %s", _short(self.env_file), exc)
             strategy = "reimport" if any(p.suffix == ".py" for p in paths) else "reload"
             if self.collector is not None:
-                self.collector.emit(ReloadRequested(trigger=tuple(str(p) for p in paths),
+                self.collector.emit(ReloadRequested(trigger=tuple(_short(p) for p in paths),
                                                     strategy=strategy))
-            logger.info("Change detected in %s: reloading", names)
         self.supervisor.graceful_reload()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from devserve.asgi.lifespan import Lifespan, LifespanFailed
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config
-from devserve.lifecycle import LifecycleCollector
+from devserve.lifecycle import LifecycleCollector, WorkerStats
 from devserve.workers.h1_conn import H1Protocol
 from devserve.workers.state import WorkerState
 
@@ -78,6 +78,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
+        self._last_stats: tuple[int, int, int] | None = None
         self._mode = "running"  # running | draining | shutdown | force
         # Thread-mode reload: where idle keep-alive connections go instead of being closed.
         self.handoff: Callable[[socket.socket], None] | None = None
@@ -238,8 +239,16 @@ class Worker:
     def _sweep_timeouts(self, loop: asyncio.AbstractEventLoop) -> None:
         """One timer per worker enforces every connection's idle and header deadlines."""
         now = loop.time()
-        for conn in list(self.state.connections):
+        state = self.state
+        for conn in list(state.connections):
             conn.check_timeouts(now)
+        if state.collector is not None:
+            stats = (len(state.connections), len(state.tasks), state.total_requests)
+            if stats != self._last_stats:
+                self._last_stats = stats
+                state.collector.emit(WorkerStats(
+                    slot=self.slot, generation=self.generation, connections=stats[0],
+                    in_flight=stats[1], requests=stats[2]))
         self._sweep_handle = loop.call_later(TIMEOUT_SWEEP, self._sweep_timeouts, loop)
 
     async def _wait_idle(self, grace: float) -> None:
