@@ -140,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"time allowed to send the request head "
                              f"{_default('timeout_request_header')}")
 
+    ws = parser.add_argument_group("WebSocket")
+    ws.add_argument("--ws", choices=["auto", "none", "wsproto"],
+                    help=f"WebSocket support; none answers upgrades as plain HTTP {_default('ws')}")
+    ws.add_argument("--ws-max-size", metavar="BYTES",
+                    help=f"largest message; bigger closes with 1009 {_default('ws_max_size')}")
+    ws.add_argument("--ws-ping-interval", metavar="SECONDS",
+                    help=f"send a ping this often {_default('ws_ping_interval')}")
+    ws.add_argument("--ws-ping-timeout", metavar="SECONDS",
+                    help=f"close when no pong within this {_default('ws_ping_timeout')}")
+    ws.add_argument("--ws-per-message-deflate", action=flag,
+                    help=f"permessage-deflate when offered {_default('ws_per_message_deflate')}")
+
     reload = parser.add_argument_group("reload")
     reload.add_argument("--reload", action="store_true",
                         help="re-import the app and roll a new worker generation on file changes")

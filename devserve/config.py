@@ -28,6 +28,7 @@ LifespanSetting = Literal["auto", "on", "off"]
 WorkerModeSetting = Literal["auto", "thread", "process"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 TUISetting = Literal["auto", "on", "off"]
+WSSetting = Literal["auto", "none", "wsproto"]
 LogFormat = Literal["text", "json"]
 
 
@@ -78,6 +79,11 @@ class Config:
     reload_poll: bool = False
     reload_grace: float = 5.0
     livereload: bool = False
+    ws: WSSetting = "auto"
+    ws_max_size: int = 16 * 1024 * 1024
+    ws_ping_interval: float | None = 20.0
+    ws_ping_timeout: float | None = 20.0
+    ws_per_message_deflate: bool = True
     tui: TUISetting = "auto"
     log_format: LogFormat = "text"
 
@@ -104,6 +110,9 @@ _MINIMUM: dict[str, float] = {
     "timeout_keep_alive": 0,
     "timeout_request_header": 0,
     "reload_delay": 0,
+    "ws_max_size": 1,
+    "ws_ping_interval": 0,
+    "ws_ping_timeout": 0,
     "reload_grace": 0.01,
 }
 

@@ -75,8 +75,10 @@ class PlainLog:
     def emit(self, event: ev.Event) -> None:
         described = describe(event)
         if described is not None:
-            level, line = described
-            logger.log(level, "%s", line)
+            level, text = described
+            lines = text.split("\n") if isinstance(event, ev.ServerStarting) else [text]
+            for line in lines:
+                logger.log(level, "%s", line)
 
 
 class JsonLog:

@@ -170,6 +170,10 @@ class H1Connection:
         """True once any byte of the next request has been parsed into an event."""
         return self._conn.their_state is not h11.IDLE
 
+    def trailing_bytes(self) -> bytes:
+        """Bytes received after the current request head (for a protocol switch)."""
+        return bytes(self._conn.trailing_data[0])
+
     @property
     def has_buffered_bytes(self) -> bool:
         """Unparsed input is waiting (copies the buffer: not for the hot path)."""

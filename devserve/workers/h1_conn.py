@@ -24,6 +24,7 @@ from devserve.protocols.http1 import (
     RequestHead,
 )
 from devserve.workers.state import Connection, WorkerState
+from devserve.workers.ws_conn import WSProtocol, is_websocket_upgrade, websocket_scope
 
 logger = logging.getLogger("devserve.error")
 
@@ -160,6 +161,14 @@ class H1Protocol(asyncio.Protocol, Connection):
             return
         if state.trusted is not None:
             apply_proxy_headers(scope, state.trusted)
+        if (
+            state.config.ws != "none"
+            and head.method == b"GET"
+            and is_websocket_upgrade(head.headers)
+            and not state.shutting_down
+        ):
+            self._upgrade_to_websocket(head)
+            return
         force_close = self.close_after_response or state.draining or state.shutting_down
         cycle = HTTPCycle(
             scope,
@@ -182,6 +191,29 @@ class H1Protocol(asyncio.Protocol, Connection):
         task = self.loop.create_task(cycle.run(app))
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
+
+    def _upgrade_to_websocket(self, head: RequestHead) -> None:
+        """Hand the transport to a WSProtocol; wsproto re-parses the handshake itself."""
+        assert self.transport is not None
+        state = self.state
+        scope = websocket_scope(
+            head_target=head.target, headers=head.headers,
+            scheme="wss" if self.scheme == "https" else "ws", server=self.server,
+            client=self.client, root_path=state.root_path, state=state.lifespan_state,
+            trusted=state.trusted,
+        )
+        lines = [head.method + b" " + head.target + b" HTTP/1.1"]
+        lines += [name + b": " + value for name, value in head.headers]
+        first = b"\r\n".join(lines) + b"\r\n\r\n" + self.h1.trailing_bytes()
+        self.closing = True  # this HTTP/1.1 protocol is done with the transport
+        self._cancel_timers()
+        state.connections.discard(self)
+        protocol = WSProtocol(state, self.loop, scope, first)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
 
     def _reject(self, status: int) -> None:
         """Answer a protocol error or a timed-out head with *status* and close."""
