@@ -121,6 +121,29 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"max buffered bytes of an incomplete HTTP/1.1 event "
                            f"{_default('h11_max_incomplete_event_size')}")
 
+    tls = parser.add_argument_group("HTTP/2 and TLS")
+    tls.add_argument("--http2", action=flag,
+                     help=f"serve HTTP/2: ALPN h2 over TLS; h2c prior knowledge and "
+                          f"'Upgrade: h2c' in cleartext {_default('http2')}")
+    tls.add_argument("--https", action="store_true",
+                     help="serve TLS; without --ssl-certfile a self-signed localhost "
+                          "certificate is created once in the user cache directory")
+    tls.add_argument("--ssl-keyfile-password", metavar="PASSWORD",
+                     help="password of an encrypted --ssl-keyfile")
+    tls.add_argument("--ssl-ca-certs", metavar="PATH",
+                     help="CA certificates file for client certificates")
+    tls.add_argument("--ssl-cert-reqs", metavar="INT",
+                     help=f"client certificate: 0 none, 1 optional, 2 required "
+                          f"{_default('ssl_cert_reqs')}")
+    tls.add_argument("--ssl-ciphers", metavar="CIPHERS",
+                     help=f"OpenSSL cipher string for TLS 1.2 {_default('ssl_ciphers')}")
+    tls.add_argument("--h2-max-concurrent-streams", metavar="INT",
+                     help=f"HTTP/2 streams a client may open at once "
+                          f"{_default('h2_max_concurrent_streams')}")
+    tls.add_argument("--h2-max-header-list-size", metavar="BYTES",
+                     help=f"largest HTTP/2 request header list (decoded) "
+                          f"{_default('h2_max_header_list_size')}")
+
     limits = parser.add_argument_group("limits and timeouts")
     limits.add_argument("--limit-concurrency", metavar="INT",
                         help="answer 503 above this many concurrent connections/tasks")

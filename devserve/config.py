@@ -86,6 +86,14 @@ class Config:
     ws_per_message_deflate: bool = True
     tui: TUISetting = "auto"
     log_format: LogFormat = "text"
+    http2: bool = True
+    https: bool = False
+    ssl_keyfile_password: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: int = 0  # ssl.CERT_NONE; 1 optional, 2 required (uvicorn's numbers)
+    ssl_ciphers: str = "TLSv1"
+    h2_max_concurrent_streams: int = 100
+    h2_max_header_list_size: int = 16 * 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,6 +122,8 @@ _MINIMUM: dict[str, float] = {
     "ws_ping_interval": 0,
     "ws_ping_timeout": 0,
     "reload_grace": 0.01,
+    "h2_max_concurrent_streams": 1,
+    "h2_max_header_list_size": 1024,
 }
 
 
@@ -263,6 +273,7 @@ def _validate(values: dict[str, Any], sources: Mapping[str, str | None], cwd: Pa
     if values["uds"] is not None and values["fd"] is not None:
         raise _fail("fd", "cannot be combined with --uds; give only one", sources)
     _validate_files(values, sources, cwd)
+    _validate_tls(values, sources)
 
 
 def _validate_app(app: Any, sources: Mapping[str, str | None]) -> None:
@@ -294,10 +305,23 @@ def _validate_files(values: dict[str, Any], sources: Mapping[str, str | None], c
         given, missing = ("ssl_keyfile", "--ssl-certfile") if cert is None else (
             "ssl_certfile", "--ssl-keyfile")
         raise _fail(given, f"requires {missing} as well", sources)
-    for name in ("ssl_keyfile", "ssl_certfile", "env_file"):
+    for name in ("ssl_keyfile", "ssl_certfile", "env_file", "ssl_ca_certs"):
         value = values[name]
         if value is not None and not (cwd / value).is_file():
             raise _fail(name, f"file not found: {value!r}", sources)
+
+
+def _validate_tls(values: dict[str, Any], sources: Mapping[str, str | None]) -> None:
+    """TLS options that only make sense together; limits of HTTP/2 settings (RFC 9113)."""
+    if values["ssl_cert_reqs"] not in (0, 1, 2):
+        raise _fail("ssl_cert_reqs", f"must be 0 (none), 1 (optional) or 2 (required), got "
+                    f"{values['ssl_cert_reqs']!r}", sources)
+    if values["ssl_keyfile_password"] is not None and values["ssl_keyfile"] is None:
+        raise _fail("ssl_keyfile_password", "requires --ssl-keyfile as well", sources)
+    if values["h2_max_concurrent_streams"] > 2**31 - 1:
+        raise _fail("h2_max_concurrent_streams", "must be at most 2147483647", sources)
+    if not values["ssl_ciphers"].strip():
+        raise _fail("ssl_ciphers", "must not be empty", sources, hint="the default is TLSv1")
 
 
 # --------------------------------------------------------------------------------------------

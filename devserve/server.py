@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import ssl
 import sys
 from pathlib import Path
 
@@ -20,25 +19,13 @@ from devserve.importer import load_app, reimport_app
 from devserve.lifecycle import FanOutCollector, ServerStarting
 from devserve.logs import configure_logging
 from devserve.net.sockets import bind_socket, describe_address
+from devserve.net.tls import create_ssl_context
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.reloader import Reloader
 from devserve.reload.watcher import PathFilter, Watcher
 from devserve.supervisor import Supervisor, choose_mode, gil_enabled
 
 logger = logging.getLogger("devserve.error")
-
-
-def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    if not config.ssl_certfile:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("--ssl-certfile", f"could not load the certificate: {exc}") from None
-    context.set_alpn_protocols(["http/1.1"])
-    return context
 
 
 def _start_watcher(config: Config, supervisor: Supervisor, roots: list[Path],
@@ -80,7 +67,7 @@ def serve(config: Config) -> int:
     mode, reason = choose_mode(config, app_is_object=app_path is None, reload=config.reload)
     loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
                       interface=config.interface)
-    ssl_context = _ssl_context(config)
+    ssl_context = create_ssl_context(config)
     sock = bind_socket(config)
     try:
         url = describe_address(sock, "https" if ssl_context else "http")

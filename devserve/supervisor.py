@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal
 
+from devserve.asgi.lifespan import LifespanFailed
 from devserve.asgi.types import ASGIApp
 from devserve.budget import CrashBudget
 from devserve.config import Config
@@ -121,6 +122,7 @@ class _WorkerHandle:
         self.error_traceback: str | None = None
         self.expected_exit = False
         self.started_at = time.monotonic()
+        self.reader_done = threading.Event()  # process mode: the pipe reader saw EOF
 
     @property
     def ident(self) -> str:
@@ -210,6 +212,7 @@ class Supervisor:
         self._pending: Callable[[], None] | None = None
         self._shutdown_event = threading.Event()
         self._force_exit = False
+        self._force_event = threading.Event()
         self._lifespan_state: dict[str, Any] | None = None
         self.exit_code = 0
         self.last_crash: str | None = None
@@ -273,6 +276,7 @@ class Supervisor:
     def force_exit(self) -> None:
         """Second Ctrl+C: stop waiting for anything."""
         self._force_exit = True
+        self._force_event.set()
         self._shutdown_event.set()
 
     def restart_workers(self) -> None:
@@ -294,17 +298,23 @@ class Supervisor:
         try:
             while not self._shutdown_event.is_set():
                 with self._lifecycle_lock:
-                    if self._shutdown_event.is_set():
-                        break
-                    impl()
+                    if not self._shutdown_event.is_set():
+                        impl()
                 with self._pending_lock:
+                    # Decide and release "busy" in one critical section, so a request that
+                    # arrives now either becomes the follow-up or finds us not busy.
                     if self._pending is None:
-                        break
+                        self._busy = False
+                        return
                     impl, self._pending = self._pending, None
-        finally:
+        except BaseException:
             with self._pending_lock:
                 self._busy = False
                 self._pending = None
+            raise
+        with self._pending_lock:
+            self._busy = False
+            self._pending = None
 
     # -- generations -----------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -344,7 +354,12 @@ class Supervisor:
         for handle in handles:
             while not handle.ready.wait(0.05):
                 if not handle.is_alive() and not handle.ready.is_set():
-                    handle.error = handle.error or f"worker exited during startup ({handle.ident})"
+                    # Its last words may still be in the pipe: let the reader finish first.
+                    handle.reader_done.wait(1.0)
+                    if handle.error is None:
+                        code = getattr(handle.target, "exitcode", None)
+                        handle.error = f"worker exited during startup ({handle.ident}" + (
+                            f", exit code {code})" if code is not None else ")")
                     break
                 if time.monotonic() > deadline:
                     handle.error = "worker did not become ready in time"
@@ -544,7 +559,8 @@ class Supervisor:
         if worker.startup_error is not None:
             err = worker.startup_error
             handle.error = f"lifespan startup failed: {err}"
-            handle.error_traceback = user_traceback(err)
+            reported = isinstance(err, LifespanFailed)  # the app said so; no traceback to show
+            handle.error_traceback = None if reported else user_traceback(err)
         handle.ready.set()
 
     def _read_process(self, handle: _WorkerHandle) -> None:
@@ -564,7 +580,7 @@ class Supervisor:
                 handle.ready.set()
             elif kind == "event" and self.worker_collector is not None:
                 self.worker_collector.emit(message[1])
-        handle.ready.set() if handle.error is not None else None  # unblock a waiting starter
+        handle.reader_done.set()
 
     def _spawn_h3_worker(self, worker_id: int) -> None:
         """Create and start one HTTP/3 worker (QUIC support arrives with --http3)."""
@@ -658,8 +674,16 @@ class Supervisor:
         grace = self._config.timeout_graceful_shutdown
         self._signal_workers_start_draining()
         handles = list(self._handles.values())
-        if not self._force_exit:
-            _parallel_join_targets([h.target for h in handles], grace + 1.0)
+        deadline = time.monotonic() + grace + 1.0
+        # Wait in short steps so a second Ctrl+C (force_exit) cuts the wait short.
+        while (
+            any(h.is_alive() for h in handles)
+            and time.monotonic() < deadline
+            and not self._force_exit
+        ):
+            self._force_event.wait(0.05)
+        if self._force_exit:
+            self.exit_code = 130
         for handle in handles:
             if handle.is_alive():
                 self._force_stop(handle, 2.0)

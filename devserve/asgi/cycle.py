@@ -29,6 +29,11 @@ logger = logging.getLogger("devserve.error")
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
 
+class ClientDisconnected(OSError):
+    """``send()`` after the client went away (ASGI 2.4 asks for an IOError subclass), so
+    streaming apps stop producing instead of running on for nobody."""
+
+
 class CycleOwner(Protocol):
     """What a cycle needs from its connection (HTTP/1.1 connection or HTTP/2 stream)."""
 
@@ -176,9 +181,7 @@ class HTTPCycle:
             body: bytes = message.get("body", b"")
             more: bool = message.get("more_body", False)
             if self.disconnected:
-                if not more:
-                    self._complete()
-                return
+                raise ClientDisconnected("the client closed the connection")
             if self.pending_head is not None:
                 status, headers = self.pending_head
                 self.pending_head = None
@@ -239,6 +242,9 @@ class HTTPCycle:
             if isinstance(exc, asyncio.CancelledError):
                 self._abandon()
                 raise
+            if self.disconnected:
+                self._abandon()  # the client left; whatever the app raised is moot
+                return
             if self.pending_head is not None or not self.response_started:
                 logger.error("Exception in ASGI application", exc_info=exc)
                 self._send_500()

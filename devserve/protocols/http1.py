@@ -77,6 +77,7 @@ class H1Connection:
         "_body_received",
         "_conn",
         "_max_fields",
+        "_max_head",
         "_request_head",
         "paused",
     )
@@ -92,6 +93,7 @@ class H1Connection:
             h11.SERVER, max_incomplete_event_size=max_incomplete_event_size
         )
         self._max_fields = max_fields
+        self._max_head = max_incomplete_event_size
         self._body_limit = max_body_size
         self._body_received = 0
         self._request_head: RequestHead | None = None
@@ -146,6 +148,10 @@ class H1Connection:
         headers: Headers = list(event.headers)  # h11 lower-cases names when iterating
         if len(headers) > self._max_fields:
             return BadRequest(431, "too many header fields")
+        # h11 only bounds a head still arriving; one that came whole in a read is checked here.
+        size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in headers)
+        if size > self._max_head:
+            return BadRequest(431, "request header fields too large")
         if self._body_limit is not None:
             for name, value in headers:
                 if name == b"content-length":
@@ -181,7 +187,13 @@ class H1Connection:
 
     @property
     def response_started(self) -> bool:
-        return self._conn.our_state is not h11.IDLE and self._conn.our_state is not h11.ERROR
+        """True once the response head was produced (not merely a request received)."""
+        return self._conn.our_state in (h11.SEND_BODY, h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+
+    @property
+    def body_unread(self) -> bool:
+        """Our response is complete but the request body is still arriving."""
+        return self._conn.our_state is h11.DONE and self._conn.their_state is h11.SEND_BODY
 
     @property
     def keep_alive(self) -> bool:
@@ -199,7 +211,9 @@ class H1Connection:
 
     # -- output ----------------------------------------------------------------------------
     def continue_100(self) -> bytes:
-        return self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        return self._send(
+            h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+        )
 
     def response_head(self, status: int, headers: Iterable[tuple[bytes, bytes]],
                       reason: bytes = b"") -> bytes:

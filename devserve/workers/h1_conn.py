@@ -23,12 +23,14 @@ from devserve.protocols.http1 import (
     RequestEnd,
     RequestHead,
 )
+from devserve.workers.h2_conn import upgrade_to_h2c
 from devserve.workers.state import Connection, WorkerState
 from devserve.workers.ws_conn import WSProtocol, is_websocket_upgrade, websocket_scope
 
 logger = logging.getLogger("devserve.error")
 
 _RETRY_AFTER: Headers = [(b"retry-after", b"1")]
+DISCARD_BODY_LIMIT = 1024 * 1024  # unread request body we skip to keep a connection alive
 DRAIN_IDLE_CLOSE = 0.5  # seconds an idle connection may still send one request while draining
 
 
@@ -67,6 +69,7 @@ class H1Protocol(asyncio.Protocol, Connection):
         # Deadlines (loop.time()) checked by the worker's timeout sweep: no timer per request.
         self._idle_deadline: float | None = None
         self._head_deadline: float | None = None
+        self._discard_left: int | None = None  # bytes of unread request body still skippable
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -123,11 +126,21 @@ class H1Protocol(asyncio.Protocol, Connection):
             if isinstance(event, BodyChunk):
                 if self.cycle is not None:
                     self.cycle.feed_body(event.data)
+                elif self._discard_left is not None:
+                    self._discard_left -= len(event.data)
+                    if self._discard_left < 0:
+                        self._close()  # too much unread body to skip: give up on keep-alive
+                        return
             elif isinstance(event, RequestHead):
                 self._on_request(event)
             elif isinstance(event, RequestEnd):
                 if self.cycle is not None:
                     self.cycle.end_body()
+                elif self._discard_left is not None:
+                    # The unread body is skipped: carry on with the next request.
+                    self._discard_left = None
+                    self._next_cycle()
+                    return
             elif isinstance(event, BadRequest):
                 self._reject(event.status)
                 return
@@ -143,6 +156,8 @@ class H1Protocol(asyncio.Protocol, Connection):
     def _on_request(self, head: RequestHead) -> None:
         self._head_deadline = None
         state = self.state
+        if state.config.http2 and upgrade_to_h2c(self, head):
+            return  # 101 sent; the request continues as HTTP/2 stream 1
         http_version = head.http_version.decode("ascii")
         try:
             scope = http_scope(
@@ -229,8 +244,12 @@ class H1Protocol(asyncio.Protocol, Connection):
     def write_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         if self.closing or self.transport is None:
             return
-        if self.close_after_response and all(n != b"connection" for n, _ in headers):
+        if (self.close_after_response or self.h1.waiting_for_continue) and all(
+            n != b"connection" for n, _ in headers
+        ):
+            # Waiting for 100-continue and answered without it: the body may never come.
             headers.append((b"connection", b"close"))
+            self.close_after_response = True
         h1 = self.h1
         data = h1.response_head(status, headers)
         if body:
@@ -279,19 +298,33 @@ class H1Protocol(asyncio.Protocol, Connection):
         if cycle.disconnected or cycle.force_close or self.close_after_response:
             self._close()
             return
-        if not self.h1.start_next_cycle():
-            # The app answered before reading the whole body, or the client asked to close.
-            self._close()
+        if self.h1.body_unread:
+            # The app answered without reading the whole body: read and discard the rest (up
+            # to a bound) so the connection stays usable and no reset reaches the client.
+            self._discard_left = DISCARD_BODY_LIMIT
+            self._resume_reading()
+            self._process()
             return
-        if self._read_paused:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self._next_cycle()
+
+    def _next_cycle(self) -> None:
+        if self.transport is None or self.closing:
+            return
+        if not self.h1.start_next_cycle():
+            self._close()  # the client asked to close, or the protocol says we must
+            return
+        self._resume_reading()
         self._process()
         if self.cycle is None and not self.closing:
             if self.h1.has_buffered_bytes:
                 self._head_deadline = self.loop.time() + self.state.config.timeout_request_header
             else:
                 self._start_idle_timer()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
 
     # -- Connection (drain / stop) ---------------------------------------------------------
     def is_idle(self) -> bool:

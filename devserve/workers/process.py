@@ -13,7 +13,6 @@ import logging
 import signal
 import socket
 import threading
-import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -54,7 +53,8 @@ def process_main(
     forward_requests: bool,
 ) -> None:
     """Entry point of a spawned worker process."""
-    from devserve.importer import load_app
+    from devserve.asgi.lifespan import LifespanFailed
+    from devserve.importer import load_app, user_traceback
     from devserve.logs import configure_logging
     from devserve.workers.worker import Worker
 
@@ -87,12 +87,9 @@ def process_main(
 
     def report_ready() -> None:
         worker.ready.wait()
-        if worker.startup_error is not None:
-            err = worker.startup_error
-            send(conn, lock, ("failed", f"lifespan startup failed: {err}",
-                              "".join(traceback.format_exception(err))))
-        else:
+        if worker.startup_error is None:
             send(conn, lock, ("ready",))
+        # A startup failure is reported by the main thread before it exits (no race).
 
     def read_commands() -> None:
         while True:
@@ -123,6 +120,9 @@ def process_main(
         logging.getLogger("devserve.error").exception("worker %d crashed", slot)
         raise SystemExit(1) from None
     if worker.startup_error is not None:
+        err = worker.startup_error
+        tb = None if isinstance(err, LifespanFailed) else user_traceback(err)
+        send(conn, lock, ("failed", f"lifespan startup failed: {err}", tb))
         raise SystemExit(4)
     if not worker.retired and not worker.state.shutting_down and not worker.state.draining:
         raise SystemExit(1)  # the loop stopped without being asked: report it as a crash

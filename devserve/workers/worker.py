@@ -23,7 +23,8 @@ from devserve.asgi.lifespan import Lifespan, LifespanFailed
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config
 from devserve.lifecycle import LifecycleCollector, WorkerStats
-from devserve.workers.h1_conn import H1Protocol
+from devserve.net.tls import create_ssl_context, tls_enabled
+from devserve.workers.sniff import protocol_factory
 from devserve.workers.state import WorkerState
 
 logger = logging.getLogger("devserve.error")
@@ -65,6 +66,10 @@ class Worker:
         self.slot = slot
         self.generation = generation
         self.run_lifespan = run_lifespan
+        if ssl_context is None and tls_enabled(config):
+            # Process workers get no context (an SSLContext does not pickle): build the same
+            # one here; the Supervisor already created any development certificate.
+            ssl_context = create_ssl_context(config, announce=False)
         self.ssl_context = ssl_context
         self.grace = config.timeout_graceful_shutdown
         self.state = WorkerState(
@@ -132,7 +137,8 @@ class Worker:
 
         async def _adopt() -> None:
             try:
-                await loop.connect_accepted_socket(lambda: H1Protocol(state, loop), sock)
+                # Cleartext only (TLS connections are never handed over): sniff h2c again.
+                await loop.connect_accepted_socket(protocol_factory(state, loop, "http"), sock)
             except OSError:
                 sock.close()
 
@@ -201,7 +207,7 @@ class Worker:
                 state.lifespan_state = lifespan.state
         scheme = "https" if self.ssl_context is not None else "http"
         server = await loop.create_server(
-            lambda: H1Protocol(state, loop, scheme),
+            protocol_factory(state, loop, scheme),
             sock=self.sock,
             backlog=self.config.backlog,
             ssl=self.ssl_context,

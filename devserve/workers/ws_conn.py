@@ -15,6 +15,7 @@ import re
 from collections.abc import MutableMapping
 from typing import Any
 
+from devserve.asgi.cycle import ClientDisconnected
 from devserve.asgi.scope import ASGI_VERSION, apply_proxy_headers, split_target
 from devserve.protocols.websocket import (
     WebSocketConnection,
@@ -32,10 +33,6 @@ Headers = list[tuple[bytes, bytes]]
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 READ_QUEUE_HIGH = 32  # messages the app has not read yet before we stop reading the socket
-
-
-class ClientDisconnected(OSError):
-    """``send()`` on a WebSocket the client already closed (ASGI asks for an IOError)."""
 
 
 def is_websocket_upgrade(headers: Headers) -> bool:

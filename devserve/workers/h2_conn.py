@@ -1,0 +1,587 @@
+"""asyncio glue for HTTP/2: drives the sans-IO :class:`H2Server` from a transport and runs one
+:class:`HTTPCycle` per stream, each stream being the cycle's :class:`CycleOwner`.
+
+Backpressure both ways: a stream's body is credited to the client only as the app takes it
+(``receive()``), and ``send()`` waits until the stream's bytes fit the client's flow-control
+window and the transport is not paused, so neither a slow app nor a slow client grows memory.
+Timers: no streams for ``--timeout-keep-alive`` closes the connection (GOAWAY first); the drain
+deadline is checked by the worker's sweep like every other connection deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from h2.errors import ErrorCodes
+from h2.exceptions import H2Error
+
+from devserve.asgi.cycle import Headers, HTTPCycle
+from devserve.asgi.scope import apply_proxy_headers, http_scope
+from devserve.asgi.types import ASGIApp, Message
+from devserve.protocols.http2 import (
+    BodyData,
+    BodyEnd,
+    ConnectionEnded,
+    DrainAcked,
+    H2Server,
+    RequestOpened,
+    StreamReset,
+    WindowOpened,
+)
+from devserve.workers.state import Connection, WorkerState
+
+if TYPE_CHECKING:
+    from devserve.protocols.http1 import RequestHead
+    from devserve.workers.h1_conn import H1Protocol
+
+logger = logging.getLogger("devserve.error")
+
+DRAIN_PING_WAIT = 1.0  # seconds to wait for the drain PING ACK before the final GOAWAY
+_HOP_BY_HOP = frozenset({b"connection", b"upgrade", b"http2-settings", b"keep-alive",
+                         b"proxy-connection", b"transfer-encoding"})
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+class _StreamCycle(HTTPCycle):
+    """HTTPCycle plus what only HTTP/2 needs: credit the client as the app consumes the body,
+    and response trailers (``http.response.start`` with ``trailers: True``)."""
+
+    __slots__ = ("stream",)
+    stream: H2Stream
+
+    async def receive(self) -> Message:
+        message = await super().receive()
+        self.stream.want_body()  # everything queued so far was just handed to the app
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.trailers":
+            self.stream.add_trailers(message)
+            return
+        if kind == "http.response.start" and message.get("trailers"):
+            self.stream.expect_trailers = True
+        await super().send(message)
+
+
+class H2Stream:
+    """One request/response exchange; the :class:`CycleOwner` of its cycle."""
+
+    __slots__ = (
+        "body_done",
+        "buf",
+        "closed",
+        "conn",
+        "continue_sent",
+        "cycle",
+        "expect_trailers",
+        "expects_continue",
+        "finished",
+        "head_sent",
+        "received",
+        "request_ended",
+        "sid",
+        "trailers",
+        "unacked",
+        "waiter",
+    )
+
+    def __init__(self, conn: H2Protocol, sid: int, expects_continue: bool) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.cycle: _StreamCycle | None = None
+        self.buf = bytearray()  # response bytes waiting for flow-control credit
+        self.body_done = False  # the app sent its last body message
+        self.finished = False  # END_STREAM sent
+        self.closed = False  # reset, or done in both directions: forget it
+        self.head_sent = False
+        self.request_ended = False
+        self.expects_continue = expects_continue
+        self.continue_sent = False
+        self.expect_trailers = False
+        self.trailers: Headers | None = None
+        self.unacked = 0  # body bytes fed to the cycle, not yet credited to the client
+        self.received = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    # -- CycleOwner ------------------------------------------------------------------------
+    def write_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        if self.closed:
+            return
+        conn = self.conn
+        end_now = end and not body and not self.expect_trailers
+        try:
+            conn.h2.send_head(self.sid, status, headers, end_now)
+        except (ValueError, H2Error) as exc:
+            logger.error("Invalid response head on HTTP/2 stream %d: %s", self.sid, exc)
+            self.abort()
+            return
+        self.head_sent = True
+        if end_now:
+            self.body_done = self.finished = True
+            conn.stream_finished(self)
+        else:
+            self._queue(body, end)
+        conn.schedule_flush()
+
+    def write_body(self, data: bytes, end: bool) -> None:
+        if not self.closed:
+            self._queue(data, end)
+            self.conn.schedule_flush()
+
+    async def wait_writable(self) -> None:
+        conn = self.conn
+        while not self.closed and (self.buf or conn.write_paused):
+            waiter = self.waiter = conn.loop.create_future()
+            await waiter
+
+    def want_body(self) -> None:
+        if self.unacked and not self.closed:
+            self.conn.h2.ack(self.sid, self.unacked)
+            self.unacked = 0
+            self.conn.schedule_flush()
+
+    def send_continue(self) -> None:
+        if self.expects_continue and not self.continue_sent and not self.head_sent:
+            self.continue_sent = True
+            if not self.closed:
+                self.conn.h2.send_continue(self.sid)
+                self.conn.schedule_flush()
+
+    def abort(self) -> None:
+        """Reset this stream only; the connection and its other streams carry on."""
+        if not self.closed:
+            self.conn.h2.reset(self.sid, ErrorCodes.INTERNAL_ERROR)
+            self.conn.stream_gone(self)
+            self.conn.schedule_flush()
+
+    def cycle_done(self, cycle: HTTPCycle) -> None:
+        self.conn.state.request_done(cycle, "2", self.conn.client_str)
+
+    # -- response body and trailers --------------------------------------------------------
+    def _queue(self, data: bytes, end: bool) -> None:
+        if data:
+            self.buf += data
+        if end:
+            self.body_done = True
+        self.conn.pump(self)
+
+    def add_trailers(self, message: Message) -> None:
+        if not self.expect_trailers:
+            logger.warning("ASGI: 'http.response.trailers' without 'trailers: True' ignored")
+            return
+        if self.trailers is None:
+            self.trailers = []
+        self.trailers.extend((bytes(n).lower(), bytes(v)) for n, v in message.get("headers", ()))
+        if message.get("more_trailers", False):
+            return
+        if not self.body_done:
+            raise RuntimeError("ASGI: trailers sent before the response body ended")
+        self.expect_trailers = False
+        if not self.trailers:
+            self.trailers = None  # nothing to send: a plain END_STREAM
+        self.conn.pump(self)
+        self.conn.schedule_flush()
+
+    def task_done(self, task: asyncio.Task[None]) -> None:
+        """The app returned: end a response still waiting for trailers that never came."""
+        if not self.closed and not self.finished and self.body_done:
+            self.expect_trailers = False
+            self.trailers = None
+            self.conn.pump(self)
+            self.conn.schedule_flush()
+
+    def disconnect(self) -> None:
+        self.closed = True
+        self.buf.clear()
+        if self.cycle is not None:
+            self.cycle.mark_disconnected()
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            self.waiter = None
+            waiter.set_result(None)
+
+
+@dataclass(frozen=True)
+class H2Upgrade:
+    """An HTTP/1.1 request that asked for ``Upgrade: h2c``: it becomes stream 1."""
+
+    settings: bytes
+    head: RequestHead
+
+
+class H2Protocol(asyncio.Protocol, Connection):
+    """One HTTP/2 connection (TLS with ALPN h2, h2c prior knowledge, or an h2c upgrade)."""
+
+    def __init__(self, state: WorkerState, loop: asyncio.AbstractEventLoop, scheme: str = "http",
+                 upgrade: H2Upgrade | None = None) -> None:
+        config = state.config
+        self.state = state
+        self.loop = loop
+        self.scheme = scheme
+        self.h2 = H2Server(max_concurrent_streams=config.h2_max_concurrent_streams,
+                           max_header_list_size=config.h2_max_header_list_size)
+        self.upgrade = upgrade
+        self.streams: dict[int, H2Stream] = {}
+        self.blocked: dict[int, H2Stream] = {}  # streams with bytes waiting for credit
+        self.transport: asyncio.Transport | None = None
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.client_str = ""
+        self.closing = False
+        self.write_paused = False
+        self._flush_pending = False
+        self._idle_deadline: float | None = None
+        self._drain_deadline: float | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.state.connections.add(self)
+        self.server = _addr(transport.get_extra_info("sockname"))
+        self.client = _addr(transport.get_extra_info("peername"))
+        self.client_str = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        upgrade = self.upgrade
+        self.h2.initiate(upgrade.settings if upgrade is not None else None)
+        if upgrade is not None:
+            head = upgrade.head
+            headers = [(n, v) for n, v in head.headers if n not in _HOP_BY_HOP]
+            self._open_stream(RequestOpened(1, head.method, head.target, headers, True, False))
+        else:
+            self._idle_deadline = self.loop.time() + self.state.config.timeout_keep_alive
+        if self.state.draining or self.state.shutting_down:
+            self.start_draining()  # accepted by a generation going away: tell the client now
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        for event in self.h2.receive(data, self.loop.time()):
+            if isinstance(event, BodyData):
+                self._on_body(event)
+            elif isinstance(event, RequestOpened):
+                self._open_stream(event)
+            elif isinstance(event, BodyEnd):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.request_ended = True
+                    if stream.cycle is not None:
+                        stream.cycle.end_body()
+                    if stream.finished:
+                        self.stream_gone(stream)
+            elif isinstance(event, WindowOpened):
+                self._on_window(event.stream_id)
+            elif isinstance(event, StreamReset):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    self._release_credit(stream)
+                    self.stream_gone(stream)
+            elif isinstance(event, DrainAcked):
+                self._finish_drain()
+            elif isinstance(event, ConnectionEnded):
+                if not event.by_peer:
+                    logger.info("Closing HTTP/2 connection from %s: %s", self.client_str,
+                                event.reason)
+                self._close()
+                return
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # the client half-closed: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.state.connections.discard(self)
+        self._idle_deadline = self._drain_deadline = None
+        for stream in list(self.streams.values()):
+            stream.disconnect()
+        self.streams.clear()
+        self.blocked.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            if not stream.buf:
+                stream.wake()
+
+    # -- streams ---------------------------------------------------------------------------
+    def _open_stream(self, event: RequestOpened) -> None:
+        state = self.state
+        sid = event.stream_id
+        try:
+            scope = http_scope(
+                method=event.method, target=event.target, http_version="2",
+                headers=event.headers, scheme=self.scheme, server=self.server,
+                client=self.client, root_path=state.root_path, state=state.lifespan_state,
+            )
+        except (UnicodeDecodeError, ValueError):
+            self.h2.reset(sid, ErrorCodes.PROTOCOL_ERROR)
+            return
+        scope["extensions"] = {"http.response.trailers": {}}
+        if state.trusted is not None:
+            apply_proxy_headers(scope, state.trusted)
+        stream = H2Stream(self, sid, event.expects_continue)
+        cycle = _StreamCycle(scope, stream, extra_headers=state.default_headers())
+        cycle.stream = stream
+        stream.cycle = cycle
+        self.streams[sid] = stream
+        self._idle_deadline = None
+        if event.end_stream:
+            stream.request_ended = True
+            cycle.end_body()
+        app = state.app
+        if (
+            state.shutting_down
+            or (state.health_path is not None and scope["path"] == state.health_path)
+            or (state.limit_concurrency is not None and (
+                len(state.connections) > state.limit_concurrency
+                or len(state.tasks) >= state.limit_concurrency))
+        ):
+            app = _special_app(state, scope["path"])
+        task = self.loop.create_task(cycle.run(app))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        task.add_done_callback(stream.task_done)
+
+    def _on_body(self, event: BodyData) -> None:
+        stream = self.streams.get(event.stream_id)
+        cycle = stream.cycle if stream is not None else None
+        if stream is None or cycle is None or cycle.response_complete:
+            self.h2.ack(event.stream_id, event.flow_length)  # nobody will read it
+            return
+        stream.unacked += event.flow_length
+        stream.received += len(event.data)
+        limit = self.state.config.limit_request_body
+        if limit is not None and stream.received > limit:
+            self._body_too_large(stream)
+            return
+        cycle.feed_body(event.data)
+
+    def _body_too_large(self, stream: H2Stream) -> None:
+        self._release_credit(stream)
+        cycle = stream.cycle
+        if cycle is not None:
+            cycle.mark_disconnected()  # the app sees http.disconnect; its sends are dropped
+        if stream.head_sent:
+            stream.abort()
+            return
+        body = b"Request body too large\n"
+        stream.expect_trailers = False
+        stream.write_response(413, [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", b"%d" % len(body))], body, True)
+
+    def _release_credit(self, stream: H2Stream) -> None:
+        """Credit the connection window for body bytes no app will read."""
+        if stream.unacked:
+            self.h2.ack(stream.sid, stream.unacked)
+            stream.unacked = 0
+
+    def pump(self, stream: H2Stream) -> None:
+        """Move a stream's pending response bytes into h2 as far as flow control allows."""
+        if stream.closed or stream.finished:
+            return
+        h2 = self.h2
+        end = stream.body_done and not stream.expect_trailers
+        try:
+            if stream.buf:
+                sent = h2.send_data(stream.sid, stream.buf, end and stream.trailers is None)
+                del stream.buf[:sent]
+                if stream.buf:
+                    self.blocked[stream.sid] = stream
+                    return
+                self.blocked.pop(stream.sid, None)
+                if end and stream.trailers is None:
+                    stream.finished = True
+            elif end and stream.trailers is None:
+                h2.send_data(stream.sid, b"", True)
+                stream.finished = True
+            if end and stream.trailers is not None and not stream.finished:
+                h2.send_trailers(stream.sid, stream.trailers)
+                stream.finished = True
+        except (ValueError, H2Error) as exc:
+            logger.error("Cannot send on HTTP/2 stream %d: %s", stream.sid, exc)
+            stream.abort()
+            return
+        if not self.write_paused:
+            stream.wake()
+        if stream.finished:
+            self.stream_finished(stream)
+
+    def stream_finished(self, stream: H2Stream) -> None:
+        """END_STREAM went out: done once the request ended too; else tell the client to stop
+        sending the body nobody will read (RST_STREAM NO_ERROR, RFC 9113 §8.1)."""
+        if not stream.request_ended:
+            self.h2.reset(stream.sid, ErrorCodes.NO_ERROR)
+            self._release_credit(stream)
+        self.stream_gone(stream)
+
+    def stream_gone(self, stream: H2Stream) -> None:
+        if stream.closed and stream.sid not in self.streams:
+            return
+        stream.disconnect()
+        self.streams.pop(stream.sid, None)
+        self.blocked.pop(stream.sid, None)
+        if not self.streams and not self.closing:
+            if self.h2.goaway_last is not None:
+                self._close()  # drained: the last in-flight stream is done
+            else:
+                self._idle_deadline = self.loop.time() + self.state.config.timeout_keep_alive
+
+    def _on_window(self, stream_id: int) -> None:
+        if stream_id:
+            stream = self.blocked.get(stream_id)
+            if stream is not None:
+                self.pump(stream)
+            return
+        for stream in list(self.blocked.values()):
+            self.pump(stream)
+
+    # -- output ----------------------------------------------------------------------------
+    def schedule_flush(self) -> None:
+        """Coalesce the frames of every stream written in this loop iteration into one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        data = self.h2.data_to_send()
+        if data:
+            transport.write(data)
+
+    def _close(self) -> None:
+        if self.closing:
+            return
+        self.h2.close()
+        self._flush()
+        self.closing = True
+        for stream in list(self.streams.values()):
+            stream.disconnect()
+        self.streams.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- Connection (drain / stop) ---------------------------------------------------------
+    def is_idle(self) -> bool:
+        return not self.streams
+
+    def start_draining(self) -> None:
+        """GOAWAY at once so the client opens new streams elsewhere; in-flight streams finish,
+        then the connection closes (see :class:`H2Server` for the two GOAWAY phases)."""
+        if self.closing or self.h2.draining:
+            return
+        self.h2.start_drain()
+        self._drain_deadline = self.loop.time() + DRAIN_PING_WAIT
+        self._flush()
+
+    def _finish_drain(self) -> None:
+        self._drain_deadline = None
+        self.h2.finish_drain()
+        if not self.streams:
+            self._close()
+        else:
+            self._flush()
+
+    def force_close(self) -> None:
+        self.closing = True
+        for stream in list(self.streams.values()):
+            stream.disconnect()
+        self.streams.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def check_timeouts(self, now: float) -> None:
+        if self.closing:
+            return
+        if self._drain_deadline is not None and now >= self._drain_deadline:
+            self._finish_drain()
+        elif self._idle_deadline is not None and now >= self._idle_deadline and not self.streams:
+            self._close()
+
+
+def _addr(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    if isinstance(value, str) and value:
+        return (value, 0)
+    return None
+
+
+def _special_app(state: WorkerState, path: str) -> ASGIApp:
+    from devserve.workers.h1_conn import _health_ok, _unavailable  # shared with HTTP/1.1
+
+    if state.shutting_down:
+        return _unavailable
+    if state.health_path is not None and path == state.health_path:
+        return _health_ok if not state.draining else _unavailable
+    return _unavailable
+
+
+# -- Upgrade: h2c (RFC 7540 §3.2) --------------------------------------------------------------
+def upgrade_to_h2c(h1: H1Protocol, head: RequestHead) -> bool:
+    """Switch a cleartext HTTP/1.1 connection to HTTP/2 when *head* asks for ``Upgrade: h2c``
+    with one valid ``HTTP2-Settings`` and no body; the request becomes stream 1. Returns False
+    (serve it as HTTP/1.1) otherwise, as the RFC allows."""
+    for name, _ in head.headers:  # the hot path: no upgrade header at all
+        if name == b"upgrade":
+            break
+    else:
+        return False
+    settings: bytes | None = None
+    upgrade = False
+    tokens: set[bytes] = set()
+    for name, value in head.headers:
+        if name == b"upgrade":
+            upgrade = b"h2c" in {t.strip() for t in value.lower().split(b",")}
+        elif name == b"http2-settings":
+            if settings is not None:
+                return False
+            settings = value.strip()
+        elif name == b"connection":
+            tokens.update(t.strip() for t in value.lower().split(b","))
+        elif (name == b"content-length" and value.strip() != b"0") or (
+            name == b"transfer-encoding"
+        ):
+            return False
+    if not upgrade or settings is None or b"http2-settings" not in tokens:
+        return False
+    transport = h1.transport
+    if transport is None or h1.closing or h1.scheme != "http":
+        return False
+    padded = settings + b"=" * (-len(settings) % 4)  # token68 may omit base64 padding
+    try:
+        raw = base64.urlsafe_b64decode(padded)
+    except (binascii.Error, ValueError):
+        return False
+    if len(raw) % 6:
+        return False
+    protocol = H2Protocol(h1.state, h1.loop, "http", upgrade=H2Upgrade(padded, head))
+    trailing = h1.h1.trailing_bytes()
+    h1.closing = True  # this HTTP/1.1 protocol is done with the transport
+    h1._cancel_timers()
+    h1.state.connections.discard(h1)
+    transport.write(_SWITCHING)
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    if h1._read_paused:
+        h1._read_paused = False
+        transport.resume_reading()
+    if trailing:
+        protocol.data_received(trailing)
+    return True
