@@ -15,6 +15,8 @@ Routes (relative to ``root_path``, so ``--root-path`` needs no special casing in
 - ``/wait-disconnect?key=K`` reads the body, then waits on receive() and records the message
 - ``/disconnects?key=K``   JSON: whether ``/wait-disconnect`` is waiting, and what it received
 - ``/stream?n=3``          a chunked response of *n* parts
+- ``/stream-forever?key=K`` streams a tick every 20 ms (up to ``limit``, 500) and records in
+                           ``/disconnects?key=K`` whether send() raised OSError (ASGI 2.4)
 - anything else            404 ``not found: <path>``
 
 Lifespan: startup puts ``started``/``pid`` into the state; shutdown writes ``shutdown`` to the
@@ -177,6 +179,25 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif route == "/disconnects":
         await respond_json(send, DISCONNECTS.get(query.get("key", ""),
                                                  {"waiting": False, "message": None}))
+    elif route == "/stream-forever":
+        key = query.get("key", "")
+        record = {"waiting": True, "message": None}
+        DISCONNECTS[key] = record
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        })
+        try:
+            for i in range(int(query.get("limit", "500"))):
+                await send({"type": "http.response.body", "body": b"tick %d\n" % i,
+                            "more_body": True})
+                await asyncio.sleep(0.02)
+        except OSError as exc:  # ASGI spec 2.4: send() on a closed connection raises
+            record["message"] = f"send raised {type(exc).__name__}"
+            raise
+        record["message"] = "limit reached"
+        await send({"type": "http.response.body", "body": b""})
     elif route == "/stream":
         await send({
             "type": "http.response.start",

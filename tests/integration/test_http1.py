@@ -226,12 +226,14 @@ def test_expect_100_continue(server: ServerProcess) -> None:
         raw.send(request("POST", "/echo", headers={
             "Content-Length": str(len(body)), "Expect": "100-continue"}))
         interim = raw.recv_until(b"\r\n\r\n")
-        assert interim.split(b"\r\n")[0] == b"HTTP/1.1 100 Continue", interim
+        status_line = interim.split(b"\r\n")[0]
+        assert status_line.startswith(b"HTTP/1.1 100"), interim
         assert raw.buffer == b"", "the final response must wait for the body"
         raw.send(body)
         response = raw.read_response("POST")
     assert response.status == 200
     assert response.body == body
+    assert status_line == b"HTTP/1.1 100 Continue"
 
 
 def test_expect_100_continue_not_sent_when_the_app_ignores_the_body(
@@ -246,6 +248,24 @@ def test_expect_100_continue_not_sent_when_the_app_ignores_the_body(
         assert raw.expect_closed() == b""
 
 
+def test_unread_request_body_is_drained_or_the_close_announced(server: ServerProcess) -> None:
+    """The app ("/") answers without reading the body. The server may then read and discard
+    the rest of the body and keep the connection, or close it -- but a close must be announced
+    with ``Connection: close`` (RFC 9112 section 9.6), or the client reuses a dead connection
+    or loses the response to a reset."""
+    with RawClient(server) as raw:
+        raw.send(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n"
+                 + b"x" * 1000)
+        response = raw.read_response("POST")
+        assert (response.status, response.body) == (200, b"hello")
+        if response.headers.get("connection") == "close":
+            assert raw.expect_closed() == b""
+            return
+        raw.send(b"x" * 99_000 + request("GET", "/"))
+        follow_up = raw.read_response()
+        assert (follow_up.status, follow_up.body) == (200, b"hello")
+
+
 def test_chunked_upload_to_slow_consumer_is_bounded(client: httpx.Client) -> None:
     data = random.Random(1234).randbytes(8 * 1024 * 1024)
 
@@ -253,7 +273,7 @@ def test_chunked_upload_to_slow_consumer_is_bounded(client: httpx.Client) -> Non
         for i in range(0, len(data), 64 * 1024):
             yield data[i:i + 64 * 1024]
 
-    r = client.post("/slow-upload?delay=0.005", content=chunks(), timeout=60)
+    r = client.post("/slow-upload?delay=0.01", content=chunks(), timeout=60)
     assert r.status_code == 200, r.text
     result = r.json()
     assert result["total"] == len(data)
@@ -352,6 +372,20 @@ def test_client_disconnect_is_seen_by_the_app(server: ServerProcess,
         assert record()["message"] is None  # still waiting while the client is connected
     final = wait_until(lambda: record()["message"] and record(), what="http.disconnect")
     assert final["message"] == "http.disconnect"
+
+
+def test_send_after_client_disconnect_raises_oserror(server: ServerProcess,
+                                                      client: httpx.Client) -> None:
+    """The scope says ASGI spec 2.4, so send() on a closed connection must raise OSError:
+    streaming apps (Starlette's StreamingResponse) rely on it to stop."""
+    key = uuid.uuid4().hex
+    with RawClient(server) as raw:
+        raw.send(request("GET", f"/stream-forever?key={key}&limit=300"))
+        raw.recv_until(b"tick 1\n")
+    record = wait_until(
+        lambda: (r := client.get("/disconnects", params={"key": key}).json())["message"] and r,
+        what="the streaming app to notice the disconnect")
+    assert record["message"].startswith("send raised"), record
 
 
 def test_health_path_answers_without_the_app(client: httpx.Client) -> None:
@@ -522,7 +556,7 @@ def test_limit_concurrency_503_while_slow_request_in_flight(
 
     def slow() -> None:
         with httpx.Client(base_url=server.url, timeout=TIMEOUT) as c:
-            r = c.get("/slow", params={"s": "1.5", "marker": str(marker)})
+            r = c.get("/slow", params={"s": "1.0", "marker": str(marker)})
             result["status"], result["text"] = r.status_code, r.text
 
     thread = threading.Thread(target=slow, daemon=True)

@@ -1,0 +1,552 @@
+"""CPU cost of the live dashboard: the same fixed-rate load on devserve with ``--tui on`` and
+with ``--tui off``, both in a real terminal (a tmux pane), and the difference in server CPU.
+
+Each run starts ``devserve hello:app`` (``examples/hello.py``; thread mode, 1 worker) inside a
+fresh tmux pane on a private tmux server, waits until it answers, checks the terminal shows what
+the configuration promises (dashboard or plain lines), drives an open-loop load of ``--rate``
+requests per second for ``--duration`` seconds from a rate-limited asyncio client (raw sockets,
+keep-alive, one request in flight per connection, sends scheduled on a fixed clock), and reads
+the server process's CPU time (utime + stime of every thread, ``/proc/<pid>/stat``) before and
+after. CPU% is of one core. Configurations are interleaved per round, in rotating order.
+
+Configurations:
+
+- ``tui-on``        ``--tui on`` (the access log goes to the dashboard's request panel)
+- ``tui-off``       ``--tui off --no-access-log`` (baseline: a silent server)
+- ``tui-off-log``   ``--tui off`` with the access log printing one line per request to the
+                    terminal (what a developer gets without the dashboard)
+
+The dashboard cost is ``tui-on - tui-off`` (median across rounds); the goal is < 5% of a core.
+
+Run from the repo root (Linux: needs /proc and tmux)::
+
+    python benchmarks/bench_tui_cost.py                  # 3 configs x 2 rounds, ~2.5 min
+    python benchmarks/bench_tui_cost.py --quick          # 1 round, 5 s each
+    python benchmarks/bench_tui_cost.py --rate 1000 --duration 30 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    LOCALHOST,
+    REPO_ROOT,
+    RESULTS_DIR,
+    ServerError,
+    _read_response,
+    format_table,
+    free_port,
+    host_label,
+    machine_info,
+    median,
+    percentile,
+    sigterm_as_interrupt,
+    wait_ready,
+    write_json,
+)
+
+EXAMPLES = REPO_ROOT / "examples"
+CONFIGS: dict[str, list[str]] = {
+    "tui-on": ["--tui", "on", "--no-access-log"],
+    "tui-off": ["--tui", "off", "--no-access-log"],
+    "tui-off-log": ["--tui", "off"],
+}
+BASELINE = "tui-off"
+GOAL_PERCENT = 5.0
+COLS, ROWS = 120, 45
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of *pid* (all its threads) in seconds, from /proc/<pid>/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text.rsplit(")", 1)[1].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@dataclass
+class CpuWindow:
+    """CPU used by one process between two readings, as % of one core."""
+
+    pid: int
+    cpu_start: float = 0.0
+    wall_start: float = 0.0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+    def start(self) -> None:
+        self.cpu_start, self.wall_start = cpu_seconds(self.pid), time.monotonic()
+
+    def stop(self) -> None:
+        self.cpu_s = cpu_seconds(self.pid) - self.cpu_start
+        self.wall_s = time.monotonic() - self.wall_start
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.cpu_s / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- fixed-rate load
+
+
+@dataclass
+class RateResult:
+    target_rate: float
+    duration_s: float
+    connections: int
+    sent: int = 0
+    completed: int = 0
+    achieved_rate: float = 0.0
+    errors: dict[str, int] = field(default_factory=lambda: {"connect": 0, "read": 0,
+                                                            "status": 0})
+    # From the scheduled send time (includes queueing when the server falls behind) ...
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    # ... and from the moment the request was actually written.
+    service_ms: dict[str, float] = field(default_factory=dict)
+    max_lag_ms: float = 0.0
+    client_cpu_percent: float = 0.0
+
+
+async def _fixed_rate(host: str, port: int, rate: float, duration_s: float,
+                      connections: int, path: str) -> RateResult:
+    """Open-loop schedule: request n is due at start + n / rate, spread over *connections*
+    keep-alive connections (connection k sends n = k, k + C, k + 2C, ...). A connection whose
+    previous answer came late sends the overdue request at once, so a slow server shows up as
+    latency measured from the schedule, not as a silently lower rate."""
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    loop = asyncio.get_running_loop()
+    result = RateResult(target_rate=rate, duration_s=duration_s, connections=connections)
+    total = int(rate * duration_s)
+    latencies: list[float] = []
+    service: list[float] = []
+    start = loop.time() + 0.05
+
+    async def client(k: int) -> None:
+        reader = writer = None
+        for n in range(k, total, connections):
+            due = start + n / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            result.max_lag_ms = max(result.max_lag_ms, (loop.time() - due) * 1e3)
+            if writer is None:
+                try:
+                    reader, writer = await asyncio.open_connection(host, port)
+                except OSError:
+                    result.errors["connect"] += 1
+                    continue
+            assert reader is not None
+            sent = loop.time()
+            result.sent += 1
+            try:
+                writer.write(request)
+                status, close = await asyncio.wait_for(_read_response(reader), timeout=5.0)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError,
+                    IndexError):
+                result.errors["read"] += 1
+                writer.close()
+                writer = None
+                continue
+            done = loop.time()
+            result.completed += 1
+            latencies.append((done - due) * 1e3)
+            service.append((done - sent) * 1e3)
+            if status != 200:
+                result.errors["status"] += 1
+            if close:
+                writer.close()
+                writer = None
+        if writer is not None:
+            writer.close()
+
+    cpu0 = time.process_time()
+    await asyncio.gather(*(client(k) for k in range(connections)))
+    elapsed = loop.time() - start
+    result.client_cpu_percent = 100.0 * (time.process_time() - cpu0) / elapsed
+    result.achieved_rate = result.completed / elapsed if elapsed > 0 else 0.0
+    latencies.sort()
+    service.sort()
+    result.latency_ms = {f"p{p}": round(percentile(latencies, p), 3) for p in (50, 90, 99)}
+    result.service_ms = {f"p{p}": round(percentile(service, p), 3) for p in (50, 90, 99)}
+    result.max_lag_ms = round(result.max_lag_ms, 3)
+    return result
+
+
+def fixed_rate_load(port: int, *, rate: float, duration_s: float, connections: int,
+                    path: str = "/") -> RateResult:
+    return asyncio.run(_fixed_rate(LOCALHOST, port, rate, duration_s, connections, path))
+
+
+# --------------------------------------------------------------------------- tmux-hosted server
+
+
+class TmuxServer:
+    """devserve in a 120x45 tmux pane on a private tmux server (its own socket), so nothing
+    else on the machine is touched; the pane process *is* devserve (``exec``)."""
+
+    def __init__(self, config: str, port: int, workdir: Path) -> None:
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.socket = f"devserve-bench-{token}"
+        self.session = f"tui-cost-{config}-{token}"
+        self.config = config
+        self.port = port
+        self.argv = [sys.executable, "-m", "devserve", "hello:app", "--app-dir", str(EXAMPLES),
+                     "--host", LOCALHOST, "--port", str(port), "--worker-mode", "thread",
+                     "--workers", "1", *CONFIGS[config]]
+        self.script = workdir / f"{self.session}.sh"
+        self.pid = 0
+        self.tmux_pid = 0
+        self.started = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}/"
+
+    def tmux(self, *args: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+        proc = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
+                              text=True, timeout=10, check=False, env=env)
+        if proc.returncode != 0:
+            raise ServerError(f"tmux {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.script.write_text("\n".join([
+            f"cd {shlex.quote(str(REPO_ROOT))}",
+            f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}",
+            "unset DEVSERVE_TUI DEVSERVE_LOG_FORMAT DEVSERVE_ACCESS_LOG",
+            "exec " + shlex.join(self.argv),
+            "",
+        ]))
+        self.tmux("new-session", "-d", "-s", self.session, "-x", str(COLS), "-y", str(ROWS),
+                  f"/bin/sh {shlex.quote(str(self.script))}")
+        self.started = True
+        self.pid = int(self.tmux("display-message", "-p", "-t", self.session,
+                                 "#{pane_pid}").strip())
+        self.tmux_pid = int(self.tmux("display-message", "-p", "#{pid}").strip())
+        try:
+            wait_ready(self.url, timeout=timeout)
+        except ServerError as exc:
+            raise ServerError(f"{self.config}: {exc}\n{self.screen()}") from None
+        if not alive(self.pid):
+            raise ServerError(f"{self.config}: pane process {self.pid} is gone")
+        cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        if b"devserve" not in cmdline:
+            raise ServerError(f"{self.config}: pid {self.pid} is not devserve: {cmdline!r}")
+
+    def screen(self) -> str:
+        try:
+            return self.tmux("capture-pane", "-p", "-t", self.session)
+        except ServerError as exc:
+            return str(exc)
+
+    def dashboard_total(self) -> int | None:
+        """The request counter shown by the dashboard (None when no dashboard is on screen)."""
+        totals = re.findall(r"req/s · (\d+) total", self.screen())
+        return int(totals[-1]) if totals else None
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.pid and alive(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if alive(self.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+        if self.started:
+            with contextlib.suppress(ServerError, subprocess.SubprocessError):
+                self.tmux("kill-session", "-t", self.session)
+            self.started = False
+        self.script.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass
+class Settings:
+    rate: float
+    duration: float
+    warmup: float
+    idle: float
+    connections: int
+    rounds: int
+
+
+def check_screen(server: TmuxServer) -> None:
+    """The pane shows what the configuration promises, so we measure what we think we do."""
+    deadline = time.monotonic() + 10
+    while True:
+        screen = server.screen()
+        has_dashboard = "workers" in screen and "req/s" in screen
+        if server.config == "tui-on" and has_dashboard:
+            return
+        if server.config != "tui-on" and "Serving generation 1" in screen:
+            if has_dashboard:
+                raise ServerError(f"{server.config}: dashboard on screen:\n{screen}")
+            return
+        if time.monotonic() > deadline:
+            raise ServerError(f"{server.config}: unexpected screen:\n{screen}")
+        time.sleep(0.05)
+
+
+def wait_dashboard_total(server: TmuxServer, at_least: int, timeout: float = 5.0) -> int | None:
+    """Poll until the dashboard counted *at_least* requests (it renders at most 10 fps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        total = server.dashboard_total()
+        if total is not None and total >= at_least:
+            return total
+        if time.monotonic() > deadline:
+            return total
+        time.sleep(0.05)
+
+
+def one_run(config: str, settings: Settings, workdir: Path) -> dict[str, Any]:
+    server = TmuxServer(config, free_port(), workdir)
+    try:
+        server.start()
+        check_screen(server)
+        idle = CpuWindow(server.pid)
+        idle_tmux = CpuWindow(server.tmux_pid)
+        if settings.idle > 0:
+            idle.start()
+            idle_tmux.start()
+            time.sleep(settings.idle)  # the measurement window itself, not a settling delay
+            idle.stop()
+            idle_tmux.stop()
+        if settings.warmup > 0:
+            fixed_rate_load(server.port, rate=settings.rate, duration_s=settings.warmup,
+                            connections=settings.connections)
+        before = server.dashboard_total() if config == "tui-on" else None
+        window = CpuWindow(server.pid)
+        tmux_window = CpuWindow(server.tmux_pid)
+        window.start()
+        tmux_window.start()
+        load = fixed_rate_load(server.port, rate=settings.rate, duration_s=settings.duration,
+                               connections=settings.connections)
+        window.stop()
+        tmux_window.stop()
+        shown = expected = None
+        if config == "tui-on":
+            # Every request of warm-up + measurement must reach the dashboard's counter.
+            expected = (before or 0) + load.completed
+            shown = wait_dashboard_total(server, expected)
+            if shown is None or shown < expected:
+                print(f"  warning: the dashboard shows {shown} requests, expected {expected}",
+                      flush=True)
+        run = {
+            "config": config,
+            "command": shlex.join(server.argv).replace(str(server.port), "PORT"),
+            "server_cpu_percent": round(window.percent, 2),
+            "server_cpu_s": round(window.cpu_s, 3),
+            "wall_s": round(window.wall_s, 3),
+            "tmux_server_cpu_percent": round(tmux_window.percent, 2),
+            "idle_server_cpu_percent": round(idle.percent, 2) if settings.idle > 0 else None,
+            "idle_tmux_cpu_percent": round(idle_tmux.percent, 2) if settings.idle > 0 else None,
+            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+            "dashboard_total_shown": shown,
+            "dashboard_total_expected": expected,
+            "load": asdict(load),
+        }
+        lag = f"  max lag {load.max_lag_ms:.0f} ms" if load.max_lag_ms > 50 else ""
+        print(f"  {config:<12} server CPU {window.percent:5.1f}%  "
+              f"(idle {run['idle_server_cpu_percent']}%)  tmux {tmux_window.percent:4.1f}%  "
+              f"{load.achieved_rate:7.1f} req/s  p99 {load.latency_ms.get('p99', 0):.1f} ms "
+              f"(service {load.service_ms.get('p99', 0):.1f} ms)  "
+              f"errors {sum(load.errors.values())}{lag}", flush=True)
+        return run
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def summarize(runs: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    per_config: dict[str, dict[str, Any]] = {}
+    for config in CONFIGS:
+        mine = [r for r in runs if r["config"] == config]
+        if not mine:
+            continue
+        idle = [r["idle_server_cpu_percent"] for r in mine
+                if r["idle_server_cpu_percent"] is not None]
+        per_config[config] = {
+            "server_cpu_percent": round(median([r["server_cpu_percent"] for r in mine]), 2),
+            "server_cpu_percent_runs": [r["server_cpu_percent"] for r in mine],
+            "idle_server_cpu_percent": round(median(idle), 2) if idle else None,
+            "tmux_server_cpu_percent": round(median([r["tmux_server_cpu_percent"]
+                                                     for r in mine]), 2),
+            "achieved_rate": round(median([r["load"]["achieved_rate"] for r in mine]), 1),
+            "p99_ms": round(median([r["load"]["latency_ms"]["p99"] for r in mine]), 3),
+            "errors": sum(sum(r["load"]["errors"].values()) for r in mine),
+        }
+    on = per_config.get("tui-on", {}).get("server_cpu_percent")
+    off = per_config.get(BASELINE, {}).get("server_cpu_percent")
+    off_log = per_config.get("tui-off-log", {}).get("server_cpu_percent")
+    cost = round(on - off, 2) if on is not None and off is not None else None
+    idle_on = per_config.get("tui-on", {}).get("idle_server_cpu_percent")
+    idle_off = per_config.get(BASELINE, {}).get("idle_server_cpu_percent")
+    low_rate = [c for c, v in per_config.items() if v["achieved_rate"] < 0.95 * settings.rate]
+    return {
+        "per_config": per_config,
+        "dashboard_cost_percent_of_core": cost,
+        "dashboard_idle_cost_percent_of_core": (round(idle_on - idle_off, 2)
+                                                if idle_on is not None and idle_off is not None
+                                                else None),
+        "tui_on_minus_access_log_percent_of_core": (round(on - off_log, 2)
+                                                    if on is not None and off_log is not None
+                                                    else None),
+        "goal_percent_of_core": GOAL_PERCENT,
+        "goal_met": cost is not None and cost < GOAL_PERCENT,
+        "configs_below_95pct_of_target_rate": low_rate,
+    }
+
+
+def print_report(summary: dict[str, Any]) -> None:
+    rows = []
+    for config, v in summary["per_config"].items():
+        rows.append([config, f"{v['server_cpu_percent']:.1f}",
+                     "-" if v["idle_server_cpu_percent"] is None
+                     else f"{v['idle_server_cpu_percent']:.1f}",
+                     f"{v['tmux_server_cpu_percent']:.1f}", f"{v['achieved_rate']:.0f}",
+                     f"{v['p99_ms']:.1f}", str(v["errors"])])
+    print()
+    print(format_table(["config", "server CPU %", "idle CPU %", "tmux CPU %", "req/s",
+                        "p99 ms", "errors"], rows))
+    cost = summary["dashboard_cost_percent_of_core"]
+    print(f"\ndashboard cost (tui-on - tui-off): {cost:+.1f}% of one core "
+          f"(goal < {GOAL_PERCENT:.0f}%: {'met' if summary['goal_met'] else 'NOT met'})")
+    if summary["dashboard_idle_cost_percent_of_core"] is not None:
+        print(f"dashboard cost when idle:          "
+              f"{summary['dashboard_idle_cost_percent_of_core']:+.1f}% of one core")
+    if summary["tui_on_minus_access_log_percent_of_core"] is not None:
+        print(f"tui-on vs access log to terminal:  "
+              f"{summary['tui_on_minus_access_log_percent_of_core']:+.1f}% of one core")
+    if summary["configs_below_95pct_of_target_rate"]:
+        print("warning: below 95% of the target rate in "
+              + ", ".join(summary["configs_below_95pct_of_target_rate"]))
+
+
+def default_output() -> Path:
+    stem = f"tui-cost-{dt.datetime.now().astimezone().date().isoformat()}-{host_label()}"
+    path = RESULTS_DIR / f"{stem}.json"
+    n = 2
+    while path.exists():
+        path = RESULTS_DIR / f"{stem}-{n}.json"
+        n += 1
+    return path
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="CPU cost of devserve's live dashboard at a "
+                                     "fixed request rate (tui on vs off, in tmux).")
+    parser.add_argument("--rate", type=float, default=2000.0, help="requests/s (default 2000)")
+    parser.add_argument("--duration", type=float, help="measured seconds per run (default 15)")
+    parser.add_argument("--warmup", type=float, help="discarded load seconds (default 2)")
+    parser.add_argument("--idle", type=float, help="idle CPU window seconds (default 5, 0: skip)")
+    parser.add_argument("--connections", type=int, default=8,
+                        help="keep-alive connections (default 8)")
+    parser.add_argument("--rounds", type=int, help="rounds per config (default 2)")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated subset of {', '.join(CONFIGS)}")
+    parser.add_argument("--quick", action="store_true", help="1 round, 5 s load, 2 s idle")
+    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/...)")
+    parser.add_argument("--no-save", action="store_true", help="print only")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    quick = args.quick
+    settings = Settings(
+        rate=args.rate,
+        duration=args.duration or (5.0 if quick else 15.0),
+        warmup=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
+        idle=args.idle if args.idle is not None else (2.0 if quick else 5.0),
+        connections=args.connections,
+        rounds=args.rounds or (1 if quick else 2),
+    )
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or BASELINE not in configs or "tui-on" not in configs:
+        print(f"--configs needs tui-on and {BASELINE}; unknown: {unknown}", file=sys.stderr)
+        return 2
+    if not Path("/proc/self/stat").exists():
+        print("needs Linux /proc for per-process CPU time", file=sys.stderr)
+        return 2
+    sigterm_as_interrupt()
+    workdir = Path(os.environ.get("TMPDIR", "/tmp"))
+    started = dt.datetime.now().astimezone()
+    load_at_start = os.getloadavg()
+    print(f"{settings.rate:.0f} req/s for {settings.duration:.0f} s (warm-up "
+          f"{settings.warmup:.0f} s, idle window {settings.idle:.0f} s), "
+          f"{settings.connections} connections, {settings.rounds} round(s)", flush=True)
+    runs: list[dict[str, Any]] = []
+    try:
+        for round_no in range(settings.rounds):
+            order = configs[round_no % len(configs):] + configs[:round_no % len(configs)]
+            print(f"round {round_no + 1}/{settings.rounds}", flush=True)
+            for config in order:
+                run = one_run(config, settings, workdir)
+                run["round"] = round_no + 1
+                runs.append(run)
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = summarize(runs, settings)
+    print_report(summary)
+    if args.no_save:
+        return 0
+    result = {
+        "benchmark": "tui-cost",
+        "started": started.isoformat(timespec="seconds"),
+        "loadavg_at_start": [round(x, 2) for x in load_at_start],
+        "note": "CPU% is of one core; other jobs share the machine, see loadavg per run",
+        "machine": machine_info(packages=["devserve", "rich", "h11", "uvloop"],
+                                tools={"tmux": ["tmux", "-V"]}),
+        "settings": {**asdict(settings), "configs": {c: CONFIGS[c] for c in configs},
+                     "app": "examples/hello.py (hello:app)", "terminal": f"tmux {COLS}x{ROWS}",
+                     "load": "built-in fixed-rate asyncio client (keep-alive, no pipelining)"},
+        "summary": summary,
+        "runs": runs,
+    }
+    path = write_json(args.output or default_output(), result)
+    print(f"\nresults written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
