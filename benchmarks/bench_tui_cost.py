@@ -34,9 +34,11 @@ import datetime as dt
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -208,12 +210,13 @@ def fixed_rate_load(port: int, *, rate: float, duration_s: float, connections: i
 
 
 class TmuxServer:
-    """devserve in a 120x45 tmux pane on a private tmux server (its own socket), so nothing
-    else on the machine is touched; the pane process *is* devserve (``exec``)."""
+    """devserve in a 120x45 tmux pane on a private tmux server (its own socket in a temp
+    dir), so nothing else on the machine is touched; the pane process *is* devserve
+    (``exec``)."""
 
     def __init__(self, config: str, port: int, workdir: Path) -> None:
         token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.socket = f"devserve-bench-{token}"
+        self.socket = str(workdir / f"tmux-{token}.sock")
         self.session = f"tui-cost-{config}-{token}"
         self.config = config
         self.port = port
@@ -231,7 +234,7 @@ class TmuxServer:
 
     def tmux(self, *args: str) -> str:
         env = {k: v for k, v in os.environ.items() if k != "TMUX"}
-        proc = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
+        proc = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True,
                               text=True, timeout=10, check=False, env=env)
         if proc.returncode != 0:
             raise ServerError(f"tmux {' '.join(args)}: {proc.stderr.strip()}")
@@ -379,8 +382,9 @@ def one_run(config: str, settings: Settings, workdir: Path) -> dict[str, Any]:
             "load": asdict(load),
         }
         lag = f"  max lag {load.max_lag_ms:.0f} ms" if load.max_lag_ms > 50 else ""
+        idle_text = "-" if settings.idle <= 0 else f"{idle.percent:.1f}%"
         print(f"  {config:<12} server CPU {window.percent:5.1f}%  "
-              f"(idle {run['idle_server_cpu_percent']}%)  tmux {tmux_window.percent:4.1f}%  "
+              f"(idle {idle_text})  tmux {tmux_window.percent:4.1f}%  "
               f"{load.achieved_rate:7.1f} req/s  p99 {load.latency_ms.get('p99', 0):.1f} ms "
               f"(service {load.service_ms.get('p99', 0):.1f} ms)  "
               f"errors {sum(load.errors.values())}{lag}", flush=True)
@@ -505,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("needs Linux /proc for per-process CPU time", file=sys.stderr)
         return 2
     sigterm_as_interrupt()
-    workdir = Path(os.environ.get("TMPDIR", "/tmp"))
+    workdir = Path(tempfile.mkdtemp(prefix="devserve-tui-cost-"))
     started = dt.datetime.now().astimezone()
     load_at_start = os.getloadavg()
     print(f"{settings.rate:.0f} req/s for {settings.duration:.0f} s (warm-up "
@@ -526,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(runs, settings)
     print_report(summary)
     if args.no_save:

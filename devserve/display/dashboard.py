@@ -28,11 +28,12 @@ from rich.text import Text
 from devserve import lifecycle as ev
 from devserve.config import Config
 from devserve.display import Controls
-from devserve.display.model import Snapshot, clear_error, reduce
+from devserve.display.model import Snapshot, clear_error, reduce, reduce_requests
 from devserve.display.plain import describe
 from devserve.display.render import dashboard
 
 MAX_FPS = 10
+TRAFFIC_FPS = 2
 
 
 class _ConsoleHandler(logging.Handler):
@@ -73,6 +74,7 @@ class Dashboard:
         self._handler: _ConsoleHandler | None = None
         self._saved_handlers: list[logging.Handler] = []
         self._saved_breakpointhook = sys.breakpointhook
+        self._last_render = 0.0
 
     # -- collector -------------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
@@ -115,38 +117,54 @@ class Dashboard:
         sys.breakpointhook = self._saved_breakpointhook
 
     # -- rendering -------------------------------------------------------------------------
-    def _drain(self) -> bool:
-        changed = False
+    def _drain(self) -> tuple[bool, bool]:
+        """Fold queued events; returns (lifecycle changed, traffic changed)."""
+        lifecycle = False
+        requests: list[ev.RequestCompleted] = []
+        snapshot = self.snapshot
         while self._queue:
             event = self._queue.popleft()
-            new = reduce(self.snapshot, event)
-            if new is not self.snapshot:
-                self.snapshot = new
-                changed = True
-        return changed
+            if isinstance(event, ev.RequestCompleted):
+                requests.append(event)
+                continue
+            if requests:
+                snapshot = reduce_requests(snapshot, requests)
+                requests = []
+            new = reduce(snapshot, event)
+            if new is not snapshot:
+                snapshot = new
+                lifecycle = lifecycle or not isinstance(event, ev.WorkerStats)
+        traffic = bool(requests) or snapshot is not self.snapshot
+        if requests:
+            snapshot = reduce_requests(snapshot, requests)
+        self.snapshot = snapshot
+        return lifecycle, traffic
 
     def _render(self, force: bool = False) -> None:
+        """Fold events and redraw: at once for lifecycle changes, at most TRAFFIC_FPS times a
+        second for traffic alone (a frame costs milliseconds), and once a second regardless
+        (uptimes, req/s)."""
         if self._live is None or self._paused.is_set():
             return
-        if self._drain() or force:
+        lifecycle, traffic = self._drain()
+        now = time.monotonic()
+        since = now - self._last_render
+        if force or lifecycle or (traffic and since >= 1.0 / TRAFFIC_FPS) or since >= 1.0:
+            self._last_render = now
             self._live.update(
-                dashboard(self.snapshot, time.monotonic(), show_requests=self.show_requests),
+                dashboard(self.snapshot, now, show_requests=self.show_requests),
                 refresh=True,
             )
 
     def _render_loop(self) -> None:
         interval = 1.0 / MAX_FPS
-        last_tick = 0.0
         while not self._stop.is_set():
-            # Wake on new events, and once a second for uptimes and req/s.
             self._dirty.wait(1.0)
             self._dirty.clear()
-            now = time.monotonic()
             try:
-                self._render(force=now - last_tick >= 1.0)
+                self._render()
             except Exception:
                 logging.getLogger("devserve.error").exception("dashboard render failed")
-            last_tick = now if now - last_tick >= 1.0 else last_tick
             self._stop.wait(interval)  # at most MAX_FPS renders a second
 
     # -- logging ---------------------------------------------------------------------------
@@ -188,8 +206,15 @@ class Dashboard:
                 ready, _, _ = select.select([fd], [], [], 0.2)
                 if not ready or self._paused.is_set():
                     continue
-                key = os.read(fd, 1).decode(errors="ignore")
-                self.on_key(key)
+                try:
+                    data = os.read(fd, 1)
+                except OSError:
+                    data = b""
+                if not data:
+                    # The terminal went away (hang-up): nobody can see or drive us; stop.
+                    self.controls.shutdown()
+                    return
+                self.on_key(data.decode(errors="ignore"))
         finally:
             self._restore_tty()
 

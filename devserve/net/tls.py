@@ -206,10 +206,10 @@ def _announce(dev: DevCertificate) -> None:
     action = "Created" if dev.created else "Using"
     logger.info(
         "%s development certificate %s (self-signed for localhost, 127.0.0.1, ::1; SHA-256 %s; "
-        "valid until %s). Browsers will warn until you trust it: curl --cacert %s, httpx "
-        "verify=%r, or system-wide: sudo cp %s /usr/local/share/ca-certificates/"
-        "devserve-localhost.crt && sudo update-ca-certificates (or mkcert-style: add it to your "
-        "OS/browser trust store)",
+        "valid until %s). Browsers warn until it is trusted: curl --cacert %s; Python "
+        "ssl.create_default_context(cafile=...); system-wide: sudo cp %s /usr/local/share/"
+        "ca-certificates/devserve-localhost.crt && sudo update-ca-certificates (browsers: import "
+        "it into their certificate store, as mkcert does)",
         action, dev.cert_path, dev.fingerprint[:23] + "...", dev.not_after.date().isoformat(),
-        dev.cert_path, str(dev.cert_path), dev.cert_path,
+        dev.cert_path, dev.cert_path,
     )

@@ -11,7 +11,7 @@ Rules this adapter keeps (the I/O layer relies on them):
   bytes, so a slow app makes the client wait instead of the server buffering.
 - Too many RST_STREAMs from the client within a sliding window (CVE-2023-44487, "rapid reset")
   end the connection with GOAWAY ENHANCE_YOUR_CALM; events after that are dropped.
-- Draining is two-phase (RFC 9113 §6.8): GOAWAY(2^31-1) + PING at once, so clients stop opening
+- Draining is two-phase (RFC 9113 §6.8): PING + GOAWAY(2^31-1) at once, so clients stop opening
   streams; on the PING ACK (or a deadline the caller owns) GOAWAY(last processed stream). h2's
   ``close_connection`` would forbid finishing in-flight streams, so these frames are built here.
 - The adapter never touches a socket, a clock or the event loop.
@@ -407,12 +407,13 @@ class H2Server:
 
     # -- closing ---------------------------------------------------------------------------
     def start_drain(self) -> None:
-        """Phase 1: GOAWAY(2^31-1) + PING; streams are still accepted until :meth:`finish_drain`."""
+        """Phase 1: PING + GOAWAY(2^31-1); streams are still accepted until :meth:`finish_drain`."""
         if self.draining or self.ended:
             return
         self.draining = True
-        self._goaway(MAX_STREAM_ID, 0)
+        # PING first: h2-based clients reject any frame after a GOAWAY, even a PING.
         self._h2.ping(_DRAIN_PING)
+        self._goaway(MAX_STREAM_ID, 0)
 
     def finish_drain(self) -> None:
         """Phase 2: GOAWAY(last processed stream); newer streams are refused from now on."""
