@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal
@@ -107,6 +108,15 @@ def _parallel_join_targets(targets: list[Target], timeout_per: float) -> None:
         j.join(timeout_per + 1.0)
 
 
+@dataclass(frozen=True)
+class StartError:
+    """Why a generation (or one worker of it) did not become ready."""
+
+    message: str
+    traceback: str | None = None
+    location: str | None = None
+
+
 class _WorkerHandle:
     """A running worker (thread or process) of one slot in one generation."""
 
@@ -120,6 +130,7 @@ class _WorkerHandle:
         self.ready = threading.Event()
         self.error: str | None = None
         self.error_traceback: str | None = None
+        self.error_location: str | None = None
         self.expected_exit = False
         self.started_at = time.monotonic()
         self.reader_done = threading.Event()  # process mode: the pipe reader saw EOF
@@ -257,7 +268,7 @@ class Supervisor:
         with self._lifecycle_lock:
             handles, error = self._start_generation(1, self._app)
             if error is not None:
-                message, tb = error
+                message, tb = error.message, error.traceback
                 if tb:
                     logger.error("%s", tb.rstrip())
                 raise (LifespanStartupError(message) if "lifespan" in message
@@ -322,7 +333,7 @@ class Supervisor:
             self._collector.emit(event)
 
     def _start_generation(self, generation: int, app: ASGIApp | None
-                          ) -> tuple[dict[int, _WorkerHandle], tuple[str, str | None] | None]:
+                          ) -> tuple[dict[int, _WorkerHandle], StartError | None]:
         """Spawn every slot of *generation* and wait until each is ready (or one fails)."""
         self._emit(GenerationStarted(generation=generation, workers=self.worker_count))
         handles: dict[int, _WorkerHandle] = {}
@@ -349,7 +360,7 @@ class Supervisor:
             return {}, error
         return handles, None
 
-    def _wait_ready(self, handles: list[_WorkerHandle]) -> tuple[str, str | None] | None:
+    def _wait_ready(self, handles: list[_WorkerHandle]) -> StartError | None:
         deadline = time.monotonic() + READY_TIMEOUT
         for handle in handles:
             while not handle.ready.wait(0.05):
@@ -365,9 +376,9 @@ class Supervisor:
                     handle.error = "worker did not become ready in time"
                     break
                 if self._shutdown_event.is_set():
-                    return ("shutdown requested during startup", None)
+                    return StartError("shutdown requested during startup")
             if handle.error is not None:
-                return (handle.error, handle.error_traceback)
+                return StartError(handle.error, handle.error_traceback, handle.error_location)
             self._emit(WorkerReady(slot=handle.worker_id, generation=handle.generation,
                                    ident=handle.ident))
         return None
@@ -427,7 +438,8 @@ class Supervisor:
             phases["import"] = time.monotonic() - started
         handles, error = self._start_generation(generation, app)
         if error is not None:
-            self._reload_failed(generation, strategy, error[0], None, error[1])
+            self._reload_failed(generation, strategy, error.message, error.location,
+                                error.traceback)
             return
         phases["ready"] = time.monotonic() - started
         old = self._handles
@@ -474,10 +486,11 @@ class Supervisor:
         handles, error = self._start_generation(generation, app)
         if error is not None:
             # Nothing serves now: fall back to the previous app so the slot is not empty.
-            self._reload_failed(generation, "restart", error[0], None, error[1])
+            self._reload_failed(generation, "restart", error.message, error.location,
+                                error.traceback)
             handles, error = self._start_generation(generation, self._app)
             if error is not None:
-                self.last_crash = error[0]
+                self.last_crash = error.message
                 self.exit_code = 1
                 self._shutdown_event.set()
                 return
@@ -577,6 +590,7 @@ class Supervisor:
             elif kind == "failed":
                 handle.error = message[1]
                 handle.error_traceback = message[2]
+                handle.error_location = message[3] if len(message) > 3 else None
                 handle.ready.set()
             elif kind == "event" and self.worker_collector is not None:
                 self.worker_collector.emit(message[1])
@@ -658,7 +672,7 @@ class Supervisor:
             self._handles[worker_id] = handle
             error = self._wait_ready([handle])
             if error is not None:
-                handle.error = error[0]
+                handle.error = error.message
         finally:
             self._lifecycle_lock.release()
 

@@ -19,6 +19,8 @@ Rules this adapter keeps (the I/O layer relies on them):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -190,6 +192,41 @@ def response_headers(status: int, headers: Headers) -> Headers:
 
 def trailer_headers(headers: Headers) -> Headers:
     return [(n, v) for n, v in response_headers(200, headers)[1:] if n != b"content-length"]
+
+
+def h2c_upgrade_settings(headers: Headers) -> bytes | None:
+    """The padded ``HTTP2-Settings`` of an ``Upgrade: h2c`` request (RFC 7540 §3.2) that may be
+    upgraded: exactly one valid settings field, named in ``Connection``, and no body (the
+    upgrade is for body-less requests). None means: serve it as HTTP/1.1."""
+    for name, _ in headers:  # the hot path: no upgrade header at all
+        if name == b"upgrade":
+            break
+    else:
+        return None
+    settings: bytes | None = None
+    upgrade = False
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"upgrade":
+            upgrade = b"h2c" in {t.strip() for t in value.lower().split(b",")}
+        elif name == b"http2-settings":
+            if settings is not None:
+                return None
+            settings = value.strip()
+        elif name == b"connection":
+            tokens.update(t.strip() for t in value.lower().split(b","))
+        elif name == b"transfer-encoding" or (
+            name == b"content-length" and value.strip() != b"0"
+        ):
+            return None
+    if not upgrade or settings is None or b"http2-settings" not in tokens:
+        return None
+    padded = settings + b"=" * (-len(settings) % 4)  # token68 may omit base64 padding
+    try:
+        raw = base64.urlsafe_b64decode(padded)
+    except (binascii.Error, ValueError):
+        return None
+    return padded if len(raw) % 6 == 0 else None
 
 
 # -- the connection ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class LiveReloadHub:
         self._streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any], int]] = []
         self.error: dict[str, Any] | None = None
         self.generation = 0
+        self.closed_below = 0  # generations below this are draining: their streams end now
 
     # LifecycleCollector: in thread mode the hub hears the Supervisor directly.
     def emit(self, event: Event) -> None:
@@ -62,6 +63,7 @@ class LiveReloadHub:
         self._send(lambda gen: True, ("failed", error))
 
     def close_generations_before(self, generation: int) -> None:
+        self.closed_below = max(self.closed_below, generation)
         self._send(lambda gen: gen < generation, ("close", None))
 
     def _send(self, which: Any, message: tuple[str, Any]) -> None:
@@ -109,6 +111,11 @@ class LiveReloadMiddleware:
             hello = {"generation": self.generation, "error": self.hub.error}
             await send({"type": "http.response.body", "more_body": True,
                         "body": b"retry: 100\nevent: hello\ndata: " + _json(hello) + b"\n\n"})
+            if self.generation < self.hub.closed_below:
+                # A reconnect that reached a draining generation (a kept-alive connection):
+                # end at once so the browser retries and lands on the new one.
+                await send({"type": "http.response.body", "body": b""})
+                return
             disconnect = asyncio.ensure_future(_wait_disconnect(receive))
             try:
                 while True:

@@ -120,38 +120,54 @@ class Watcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def _run(self) -> None:
+    def _open(self, force_polling: bool) -> tuple[Any, set[Path]]:
         from watchfiles._rust_notify import RustNotify
 
+        dirs = watched_dirs(self.roots, self.filter)
+        self.watch_count = len(dirs)
+        notify = RustNotify([str(d) for d in dirs], False, force_polling, 300, False, True)
+        return notify, set(dirs)
+
+    def _run(self) -> None:
         force_polling = self.force_polling or os.environ.get(
             "WATCHFILES_FORCE_POLLING", ""
         ).lower() not in ("", "0", "false", "no")
         debounce = max(MAX_BATCH_WAIT_MS, self.quiet_ms * 4)
-        while not self._stop.is_set():
-            dirs = watched_dirs(self.roots, self.filter)
-            self.watch_count = len(dirs)
-            known = set(dirs)
-            restart = False
-            try:
-                with RustNotify([str(d) for d in dirs], False, force_polling, 300, False,
-                                True) as notify:
-                    self.started.set()  # every watch is registered from here on
-                    while not restart:
-                        raw = self._next_batch(notify, debounce)
-                        if raw is None:
-                            return
-                        if not raw:
-                            continue
-                        files, new_dirs = self._split(raw, known)
-                        if new_dirs:
-                            files |= self._scan(new_dirs)
-                            restart = True
-                        if files:
-                            self.on_change(ChangeSet(tuple(sorted(files))))
-            except Exception:
-                logger.exception("File watcher failed; restarting it")
-                if self._stop.wait(1.0):
-                    return
+        notify: Any = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if notify is None:
+                        notify, known = self._open(force_polling)
+                        self.started.set()  # every watch is registered from here on
+                    raw = self._next_batch(notify, debounce)
+                    if raw is None:
+                        return
+                    if not raw:
+                        continue
+                    files, new_dirs = self._split(raw, known)
+                    if new_dirs:
+                        # Watch the new tree *before* acting on the batch, then take what the
+                        # old notifier still holds, so no edit falls between the two.
+                        old = notify
+                        notify, known = self._open(force_polling)
+                        leftover = old.watch(debounce, 1, 1, self._stop)
+                        old.close()
+                        if isinstance(leftover, set):
+                            files |= self._split(leftover, known)[0]
+                        files |= self._scan(new_dirs)
+                    if files:
+                        self.on_change(ChangeSet(tuple(sorted(files))))
+                except Exception:
+                    logger.exception("File watcher failed; restarting it")
+                    if notify is not None:
+                        notify.close()
+                        notify = None
+                    if self._stop.wait(1.0):
+                        return
+        finally:
+            if notify is not None:
+                notify.close()
 
     def _next_batch(self, notify: Any, debounce: int) -> set[tuple[int, str]] | None:
         """Changes once ``quiet_ms`` passed without a new one; None when stopped.

@@ -11,8 +11,6 @@ deadline is checked by the worker's sweep like every other connection deadline.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +30,7 @@ from devserve.protocols.http2 import (
     RequestOpened,
     StreamReset,
     WindowOpened,
+    h2c_upgrade_settings,
 )
 from devserve.workers.state import Connection, WorkerState
 
@@ -72,24 +71,9 @@ class _StreamCycle(HTTPCycle):
 class H2Stream:
     """One request/response exchange; the :class:`CycleOwner` of its cycle."""
 
-    __slots__ = (
-        "body_done",
-        "buf",
-        "closed",
-        "conn",
-        "continue_sent",
-        "cycle",
-        "expect_trailers",
-        "expects_continue",
-        "finished",
-        "head_sent",
-        "received",
-        "request_ended",
-        "sid",
-        "trailers",
-        "unacked",
-        "waiter",
-    )
+    __slots__ = ("body_done", "buf", "closed", "conn", "continue_sent", "cycle",
+                 "expect_trailers", "expects_continue", "finished", "head_sent", "received",
+                 "request_ended", "sid", "trailers", "unacked", "waiter")
 
     def __init__(self, conn: H2Protocol, sid: int, expects_continue: bool) -> None:
         self.conn = conn
@@ -535,43 +519,14 @@ def _special_app(state: WorkerState, path: str) -> ASGIApp:
 
 # -- Upgrade: h2c (RFC 7540 §3.2) --------------------------------------------------------------
 def upgrade_to_h2c(h1: H1Protocol, head: RequestHead) -> bool:
-    """Switch a cleartext HTTP/1.1 connection to HTTP/2 when *head* asks for ``Upgrade: h2c``
-    with one valid ``HTTP2-Settings`` and no body; the request becomes stream 1. Returns False
-    (serve it as HTTP/1.1) otherwise, as the RFC allows."""
-    for name, _ in head.headers:  # the hot path: no upgrade header at all
-        if name == b"upgrade":
-            break
-    else:
-        return False
-    settings: bytes | None = None
-    upgrade = False
-    tokens: set[bytes] = set()
-    for name, value in head.headers:
-        if name == b"upgrade":
-            upgrade = b"h2c" in {t.strip() for t in value.lower().split(b",")}
-        elif name == b"http2-settings":
-            if settings is not None:
-                return False
-            settings = value.strip()
-        elif name == b"connection":
-            tokens.update(t.strip() for t in value.lower().split(b","))
-        elif (name == b"content-length" and value.strip() != b"0") or (
-            name == b"transfer-encoding"
-        ):
-            return False
-    if not upgrade or settings is None or b"http2-settings" not in tokens:
-        return False
+    """Answer 101 and continue the connection as HTTP/2 with *head* as stream 1 when it asks
+    for ``Upgrade: h2c`` properly (see :func:`h2c_upgrade_settings`); else False: serve it as
+    HTTP/1.1, as the RFC allows."""
     transport = h1.transport
-    if transport is None or h1.closing or h1.scheme != "http":
+    settings = h2c_upgrade_settings(head.headers)
+    if settings is None or transport is None or h1.closing or h1.scheme != "http":
         return False
-    padded = settings + b"=" * (-len(settings) % 4)  # token68 may omit base64 padding
-    try:
-        raw = base64.urlsafe_b64decode(padded)
-    except (binascii.Error, ValueError):
-        return False
-    if len(raw) % 6:
-        return False
-    protocol = H2Protocol(h1.state, h1.loop, "http", upgrade=H2Upgrade(padded, head))
+    protocol = H2Protocol(h1.state, h1.loop, "http", upgrade=H2Upgrade(settings, head))
     trailing = h1.h1.trailing_bytes()
     h1.closing = True  # this HTTP/1.1 protocol is done with the transport
     h1._cancel_timers()

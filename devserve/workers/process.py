@@ -68,7 +68,8 @@ def process_main(
             config.app, app_dir=config.app_dir, factory=config.factory, interface=config.interface
         )
     except DevserveError as exc:
-        send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None)))
+        send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None),
+                          getattr(exc, "location", None)))
         raise SystemExit(exc.exit_code) from None
     collector = PipeCollector(conn, lock, forward_requests) if forward_events else None
     app = loaded.app

@@ -1,0 +1,286 @@
+"""``reimport_app`` (the staged re-import behind thread-mode reloads) against real modules written
+to tmp_path: project modules are purged and imported fresh, a failed import puts every previous
+``sys.modules`` entry back, site-packages is never purged, packages reload with their submodules,
+and ``.pyc`` files are never deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import py_compile
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devserve.importer import AppLoadFailure, load_app, reimport_app
+
+
+@pytest.fixture(autouse=True)
+def restore_import_state() -> Iterator[None]:
+    """Modules a test writes and app dirs it adds do not leak into other tests."""
+    path = list(sys.path)
+    modules = set(sys.modules)
+    yield
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+
+
+def app_source(message: str, extra: str = "") -> str:
+    return textwrap.dedent(f"""
+        {extra}
+        MESSAGE = {message!r}
+
+        async def app(scope, receive, send):
+            await send({{"type": "http.response.start", "status": 200, "headers": []}})
+            await send({{"type": "http.response.body", "body": MESSAGE.encode()}})
+    """)
+
+
+def call(app: Any) -> bytes:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "http", "path": "/"}, receive, send))
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+class Project:
+    """A project directory with module names unique to this test (no cross-test clashes)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.prefix = f"rimp_{uuid.uuid4().hex[:10]}"
+
+    def name(self, stem: str) -> str:
+        return f"{self.prefix}_{stem}"
+
+    def write(self, rel: str, source: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    def load(self, target: str) -> Any:
+        return load_app(target, app_dir=str(self.root)).app
+
+    def reimport(self, target: str) -> Any:
+        return reimport_app(target, dirs=[self.root], app_dir=str(self.root)).app
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path / "proj")
+
+
+def test_edit_is_seen_and_module_object_replaced(project: Project) -> None:
+    mod = project.name("app")
+    project.write(f"{mod}.py", app_source("v1"))
+    first = project.load(f"{mod}:app")
+    old_module = sys.modules[mod]
+    assert call(first) == b"v1"
+
+    project.write(f"{mod}.py", app_source("v2"))
+    second = project.reimport(f"{mod}:app")
+    assert call(second) == b"v2"
+    assert sys.modules[mod] is not old_module
+    assert call(first) == b"v1"  # the running generation's app object is untouched
+
+
+def test_project_helper_modules_are_purged_too(project: Project) -> None:
+    app, helper = project.name("app"), project.name("helper")
+    project.write(f"{helper}.py", "TEXT = 'helper v1'\n")
+    project.write(f"{mod_path(app)}", app_source("x", extra=f"from {helper} import TEXT")
+                  .replace("MESSAGE = 'x'", "MESSAGE = TEXT"))
+    assert call(project.load(f"{app}:app")) == b"helper v1"
+    project.write(f"{helper}.py", "TEXT = 'helper v2'\n")
+    assert call(project.reimport(f"{app}:app")) == b"helper v2"
+
+
+def mod_path(name: str) -> str:
+    return f"{name}.py"
+
+
+def compile_pyc(path: Path) -> Path:
+    """Write the real ``__pycache__`` bytecode for *path* (this environment may run with
+    PYTHONDONTWRITEBYTECODE, so the import itself might not write one)."""
+    cfile = Path(importlib.util.cache_from_source(str(path)))
+    py_compile.compile(str(path), cfile=str(cfile), doraise=True)
+    return cfile
+
+
+def test_same_size_same_mtime_edit_is_still_seen(project: Project) -> None:
+    """A .pyc is keyed on whole-second mtime and size; an edit inside the same second with the
+    same length must not load stale bytecode."""
+    mod = project.name("app")
+    path = project.write(f"{mod}.py", app_source("AAAA"))
+    pyc = compile_pyc(path)  # bytecode for AAAA, valid for this mtime and size
+    assert call(project.load(f"{mod}:app")) == b"AAAA"
+    stat = path.stat()
+    path.write_text(app_source("BBBB"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    assert pyc.exists()  # the stale bytecode is still there and still looks valid
+    assert call(project.reimport(f"{mod}:app")) == b"BBBB"
+
+
+def test_pyc_files_are_never_deleted(project: Project) -> None:
+    mod = project.name("app")
+    pyc = compile_pyc(project.write(f"{mod}.py", app_source("v1")))
+    project.load(f"{mod}:app")
+    cache = project.root / "__pycache__"
+    before = sorted(p.name for p in cache.glob(f"{mod}*.pyc"))
+    assert before == [pyc.name]
+    project.write(f"{mod}.py", app_source("v2"))
+    project.reimport(f"{mod}:app")
+    project.write(f"{mod}.py", "def broken(:\n")
+    with pytest.raises(AppLoadFailure):
+        project.reimport(f"{mod}:app")
+    assert sorted(p.name for p in cache.glob(f"{mod}*.pyc")) == before
+
+
+def test_syntax_error_restores_previous_modules(project: Project) -> None:
+    app, helper = project.name("app"), project.name("helper")
+    project.write(f"{helper}.py", "TEXT = 'ok'\n")
+    project.write(f"{app}.py", app_source("v1", extra=f"import {helper}"))
+    served = project.load(f"{app}:app")
+    old = {name: sys.modules[name] for name in (app, helper)}
+
+    path = project.write(f"{app}.py",
+                         "import os\n\nasync def app(scope, receive, send)\n    pass\n")
+    with pytest.raises(AppLoadFailure) as info:
+        project.reimport(f"{app}:app")
+    err = info.value
+    assert err.location == f"{path}:3"
+    assert "SyntaxError" in err.one_line()
+    assert f"({path}:3)" in err.one_line()
+    for name, module in old.items():
+        assert sys.modules[name] is module, f"{name} was not restored"
+    assert call(served) == b"v1"
+
+    # The fix is picked up by the next attempt: the failed one left nothing stale behind.
+    project.write(f"{app}.py", app_source("v3", extra=f"import {helper}"))
+    assert call(project.reimport(f"{app}:app")) == b"v3"
+
+
+def test_runtime_error_restores_and_drops_half_imported_modules(project: Project) -> None:
+    app, fresh = project.name("app"), project.name("fresh")
+    project.write(f"{app}.py", app_source("v1"))
+    project.load(f"{app}:app")
+    old = sys.modules[app]
+    project.write(f"{fresh}.py", "VALUE = 1\n")
+    path = project.write(f"{app}.py", f"import {fresh}\n\nraise RuntimeError('boom at import')\n")
+    with pytest.raises(AppLoadFailure) as info:
+        project.reimport(f"{app}:app")
+    assert info.value.location == f"{path}:3"
+    assert "RuntimeError: boom at import" in info.value.one_line()
+    assert "boom at import" in info.value.traceback_text
+    assert sys.modules[app] is old
+    assert fresh not in sys.modules  # imported only by the failed attempt: removed again
+
+
+def test_missing_attribute_after_edit_restores(project: Project) -> None:
+    app = project.name("app")
+    project.write(f"{app}.py", app_source("v1"))
+    project.load(f"{app}:app")
+    old = sys.modules[app]
+    project.write(f"{app}.py", app_source("v1").replace("async def app", "async def appp"))
+    with pytest.raises(Exception, match="did you mean 'appp'"):
+        project.reimport(f"{app}:app")
+    assert sys.modules[app] is old
+
+
+def test_site_packages_inside_the_project_is_never_purged(project: Project) -> None:
+    """A virtualenv inside the project dir: its modules are under a watched dir, but they are
+    third-party code and must keep their identity (and their state) across reloads."""
+    app, dep = project.name("app"), project.name("dep")
+    site = project.root / ".venv" / "lib" / "python3.11" / "site-packages"
+    project.write(f".venv/lib/python3.11/site-packages/{dep}.py", "STATE = []\n")
+    sys.path.insert(0, str(site))
+    project.write(f"{app}.py", app_source("v1", extra=f"import {dep}; {dep}.STATE.append(1)"))
+    project.load(f"{app}:app")
+    dep_module = sys.modules[dep]
+    httpx_module = sys.modules.setdefault("httpx", __import__("httpx"))
+
+    project.write(f"{app}.py", app_source("v2", extra=f"import {dep}; {dep}.STATE.append(2)"))
+    assert call(project.reimport(f"{app}:app")) == b"v2"
+    assert sys.modules[dep] is dep_module
+    assert dep_module.STATE == [1, 2]
+    assert sys.modules["httpx"] is httpx_module
+
+    project.write(f"{app}.py", "raise ImportError('nope')\n")
+    with pytest.raises(AppLoadFailure):
+        project.reimport(f"{app}:app")
+    assert sys.modules[dep] is dep_module
+
+
+@pytest.mark.parametrize("layout", ["app-in-init", "app-in-main"])
+def test_package_submodule_edit_takes_effect(project: Project, layout: str) -> None:
+    pkg = project.name("pkg")
+    project.write(f"{pkg}/routes.py", "def message():\n    return 'routes v1'\n")
+    init = f"from {pkg}.routes import message\nfrom {pkg} import routes\n"
+    handler = textwrap.dedent("""
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": message().encode()})
+    """)
+    if layout == "app-in-init":
+        project.write(f"{pkg}/__init__.py", init + handler)
+        target = f"{pkg}:app"
+    else:
+        project.write(f"{pkg}/__init__.py", init)
+        main = project.name("main")
+        project.write(f"{main}.py", f"from {pkg} import message\n" + handler)
+        target = f"{main}:app"
+    assert call(project.load(target)) == b"routes v1"
+    old_pkg, old_routes = sys.modules[pkg], sys.modules[f"{pkg}.routes"]
+
+    project.write(f"{pkg}/routes.py", "def message():\n    return 'routes v2'\n")
+    assert call(project.reimport(target)) == b"routes v2"
+    assert sys.modules[pkg] is not old_pkg, "stale parent package kept"
+    assert sys.modules[f"{pkg}.routes"] is not old_routes
+    assert sys.modules[pkg].routes is sys.modules[f"{pkg}.routes"]
+
+    # A broken submodule restores parent and child together.
+    project.write(f"{pkg}/routes.py", "def message(:\n")
+    new_pkg, new_routes = sys.modules[pkg], sys.modules[f"{pkg}.routes"]
+    with pytest.raises(AppLoadFailure) as info:
+        project.reimport(target)
+    assert info.value.location == f"{project.root / pkg / 'routes.py'}:1"
+    assert sys.modules[pkg] is new_pkg
+    assert sys.modules[f"{pkg}.routes"] is new_routes
+
+
+def test_new_module_file_created_after_first_import_is_found(project: Project) -> None:
+    app, late = project.name("app"), project.name("late")
+    project.write(f"{app}.py", app_source("v1"))
+    project.load(f"{app}:app")
+    project.write(f"{late}.py", "TEXT = 'late file'\n")
+    project.write(f"{app}.py", app_source("x", extra=f"from {late} import TEXT")
+                  .replace("MESSAGE = 'x'", "MESSAGE = TEXT"))
+    assert call(project.reimport(f"{app}:app")) == b"late file"
+
+
+def test_modules_outside_the_dirs_are_not_purged(project: Project, tmp_path: Path) -> None:
+    other = Project(tmp_path / "elsewhere")
+    lib = other.name("lib")
+    other.write(f"{lib}.py", "COUNT = [0]\n")
+    sys.path.insert(0, str(other.root))
+    app = project.name("app")
+    project.write(f"{app}.py", app_source("v1", extra=f"import {lib}"))
+    project.load(f"{app}:app")
+    lib_module = sys.modules[lib]
+    project.write(f"{app}.py", app_source("v2", extra=f"import {lib}"))
+    assert call(project.reimport(f"{app}:app")) == b"v2"
+    assert sys.modules[lib] is lib_module
