@@ -229,6 +229,18 @@ class _FreshFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def load_app_fresh(app: str, *, dirs: list[Path], app_dir: str = ".", factory: bool = False,
+                   interface: str = "auto") -> LoadedApp:
+    """Import the app compiling project modules from source (a reloaded process worker could
+    otherwise load a stale ``.pyc`` written in the same second)."""
+    finder = _FreshFinder([d.resolve() for d in dirs])
+    sys.meta_path.insert(0, finder)
+    try:
+        return load_app(app, app_dir=app_dir, factory=factory, interface=interface)
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def reimport_app(app: str, *, dirs: list[Path], app_dir: str = ".", factory: bool = False,
                  interface: str = "auto") -> LoadedApp:
     """Staged re-import: purge project modules, import the app fresh, and on *any* failure put

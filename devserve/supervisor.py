@@ -354,7 +354,9 @@ class Supervisor:
         else:
             for slot in slots:
                 handles[slot] = self._spawn_worker(slot, generation=generation, app=app)
-        error = self._wait_ready(list(handles.values()))
+        pending = [h for h in handles.values() if not (h.worker_id == 0 and len(slots) > 1
+                                                        and self._mode == "thread")]
+        error = self._wait_ready(pending)
         if error is not None:
             self._discard(handles)
             return {}, error

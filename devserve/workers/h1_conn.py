@@ -13,6 +13,8 @@ import os
 import socket
 from typing import Any
 
+import h11
+
 from devserve.asgi.cycle import Headers, HTTPCycle
 from devserve.asgi.scope import apply_proxy_headers, http_scope
 from devserve.protocols.http1 import (
@@ -204,8 +206,9 @@ class H1Protocol(asyncio.Protocol, Connection):
         ):
             app = _unavailable
         task = self.loop.create_task(cycle.run(app))
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
+        if app is not _unavailable:  # a 503 is not work a drain should wait for
+            state.tasks.add(task)
+            task.add_done_callback(state.tasks.discard)
 
     def _upgrade_to_websocket(self, head: RequestHead) -> None:
         """Hand the transport to a WSProtocol; wsproto re-parses the handshake itself."""
@@ -360,9 +363,18 @@ class H1Protocol(asyncio.Protocol, Connection):
         return sock
 
     def force_close(self) -> None:
-        if self.cycle is not None:
-            self.cycle.mark_disconnected()
-        self.abort()
+        """The grace ran out: end a streaming response properly (final chunk) if the protocol
+        allows, so the client sees a complete response rather than a truncated one."""
+        cycle = self.cycle
+        if cycle is not None:
+            if cycle.response_started and cycle.pending_head is None and not self.closing \
+                    and self.transport is not None:
+                try:
+                    self.transport.write(self.h1.end())
+                except h11.LocalProtocolError:
+                    pass  # a fixed-length body cannot be ended early: the close says it
+            cycle.mark_disconnected()
+        self._close()
 
     # -- helpers ---------------------------------------------------------------------------
     def _pause_reading(self) -> None:

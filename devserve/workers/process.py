@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from devserve.config import Config
@@ -54,7 +55,7 @@ def process_main(
 ) -> None:
     """Entry point of a spawned worker process."""
     from devserve.asgi.lifespan import LifespanFailed
-    from devserve.importer import load_app, user_traceback
+    from devserve.importer import load_app, load_app_fresh, user_traceback
     from devserve.logs import configure_logging
     from devserve.workers.worker import Worker
 
@@ -64,9 +65,13 @@ def process_main(
     configure_logging(config)
     lock = threading.Lock()
     try:
-        loaded = load_app(
-            config.app, app_dir=config.app_dir, factory=config.factory, interface=config.interface
-        )
+        if generation > 1:
+            dirs = [Path(d) for d in (*config.reload_dirs, config.app_dir)]
+            loaded = load_app_fresh(config.app, dirs=dirs, app_dir=config.app_dir,
+                                    factory=config.factory, interface=config.interface)
+        else:
+            loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
+                              interface=config.interface)
     except DevserveError as exc:
         send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None),
                           getattr(exc, "location", None)))

@@ -258,12 +258,16 @@ class Worker:
         self._sweep_handle = loop.call_later(TIMEOUT_SWEEP, self._sweep_timeouts, loop)
 
     async def _wait_idle(self, grace: float) -> None:
-        """Wait until no request is in flight (and, when draining, no connection is open)."""
+        """Wait (bounded by *grace*) until no app request is in flight and every connection
+        open when the drain began has closed. Idle keep-alive connections get a short grace
+        to carry one more request (answered with ``Connection: close``), then close; during a
+        shutdown, connections accepted later only get 503s and are not waited for."""
         deadline = time.monotonic() + grace
         state = self.state
+        initial = set(state.connections)
         while time.monotonic() < deadline and self._mode != "force":
             busy = [t for t in state.tasks if not t.done()]
-            if not busy and (self._mode == "shutdown" or not state.connections):
+            if not busy and not (initial & state.connections):
                 return
             if busy:
                 await asyncio.wait(busy, timeout=min(0.05, max(0.0, deadline - time.monotonic())))
