@@ -3,9 +3,11 @@
 Rules:
 - ``feed(data)`` then ``next_events()``; pings are answered internally (their pong bytes are
   queued and returned by ``data_to_send()``), so the I/O layer only writes what it is given.
+- An invalid handshake (no key, wrong version) is answered with 400/426 and :class:`WSFailed`.
 - A message larger than ``max_size`` (counted after permessage-deflate inflation, so a
-  compression bomb is caught too) becomes :class:`WSFailed` with code 1009; a protocol violation
-  becomes :class:`WSFailed` with 1002. The caller then sends ``close(code)`` and closes.
+  compression bomb is caught too) becomes :class:`WSFailed` with code 1009; frame-level
+  violations arrive as :class:`WSClosed` with wsproto's code (1002, 1007), already answered.
+  On :class:`WSFailed` the caller sends ``close(code)`` and closes.
 """
 
 from __future__ import annotations
@@ -72,16 +74,24 @@ class WebSocketConnection:
         self._parts: list[str | bytes] = []
         self._size = 0
         self.closed = False
+        self._bad_handshake: bytes | None = None
 
     def feed(self, data: bytes | None) -> None:
         """Bytes from the peer; ``None`` means it closed the connection."""
         try:
             self._ws.receive_data(data)
-        except RemoteProtocolError:
-            pass  # reported by next_events() through wsproto's own close event
+        except RemoteProtocolError as exc:
+            # Only the handshake raises here (frame errors become close events): answer it.
+            self._bad_handshake = _handshake_rejection(exc)
 
     def next_events(self) -> list[WSEvent]:
         events: list[WSEvent] = []
+        if self._bad_handshake is not None:
+            self.closed = True
+            self._out += self._bad_handshake
+            self._bad_handshake = None
+            events.append(WSFailed(1002, "invalid websocket handshake"))
+            return events
         try:
             for event in self._ws.events():
                 if isinstance(event, Request):
@@ -160,3 +170,21 @@ class WebSocketConnection:
             return self._ws.send(CloseConnection(code=code, reason=reason or None))
         except LocalProtocolError:
             return b""
+
+
+def _handshake_rejection(exc: RemoteProtocolError) -> bytes:
+    """A complete HTTP error response for a broken upgrade request (RFC 6455 4.4: 426 with
+    the supported version when the version is wrong)."""
+    hint = exc.event_hint
+    status = getattr(hint, "status_code", 400) or 400
+    headers = [(bytes(k), bytes(v)) for k, v in getattr(hint, "headers", [])]
+    if not any(k.lower() == b"sec-websocket-version" for k, _ in headers) and status == 426:
+        headers.append((b"sec-websocket-version", b"13"))
+    body = b"Bad WebSocket handshake\n"
+    lines = [b"HTTP/1.1 %d %s" % (status, b"Upgrade Required" if status == 426
+                                   else b"Bad Request")]
+    lines += [k + b": " + v for k, v in headers if k.lower() not in (b"content-length",
+                                                                     b"connection")]
+    lines += [b"content-type: text/plain; charset=utf-8",
+              b"content-length: " + str(len(body)).encode(), b"connection: close"]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -73,7 +73,7 @@ class H2Stream:
 
     __slots__ = ("body_done", "buf", "closed", "conn", "continue_sent", "cycle",
                  "expect_trailers", "expects_continue", "finished", "head_sent", "received",
-                 "request_ended", "sid", "trailers", "unacked", "waiter")
+                 "request_ended", "sid", "sized", "trailers", "unacked", "waiter")
 
     def __init__(self, conn: H2Protocol, sid: int, expects_continue: bool) -> None:
         self.conn = conn
@@ -84,6 +84,7 @@ class H2Stream:
         self.finished = False  # END_STREAM sent
         self.closed = False  # reset, or done in both directions: forget it
         self.head_sent = False
+        self.sized = False  # the response declared a content-length
         self.request_ended = False
         self.expects_continue = expects_continue
         self.continue_sent = False
@@ -110,6 +111,7 @@ class H2Stream:
             self.body_done = self.finished = True
             conn.stream_finished(self)
         else:
+            self.sized = any(n == b"content-length" for n, _ in headers)
             self._queue(body, end)
         conn.schedule_flush()
 
@@ -326,7 +328,7 @@ class H2Protocol(asyncio.Protocol, Connection):
         if event.end_stream:
             stream.request_ended = True
             cycle.end_body()
-        app = state.app
+        app, is_work = state.app, True
         if (
             state.shutting_down
             or (state.health_path is not None and scope["path"] == state.health_path)
@@ -334,10 +336,11 @@ class H2Protocol(asyncio.Protocol, Connection):
                 len(state.connections) > state.limit_concurrency
                 or len(state.tasks) >= state.limit_concurrency))
         ):
-            app = _special_app(state, scope["path"])
+            app, is_work = _special_app(state, scope["path"])
         task = self.loop.create_task(cycle.run(app))
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
+        if is_work:  # like HTTP/1.1: a 503 is not work a drain should wait for
+            state.tasks.add(task)
+            task.add_done_callback(state.tasks.discard)
         task.add_done_callback(stream.task_done)
 
     def _on_body(self, event: BodyData) -> None:
@@ -483,12 +486,23 @@ class H2Protocol(asyncio.Protocol, Connection):
             self._flush()
 
     def force_close(self) -> None:
-        self.closing = True
+        """The grace ran out: a streamed response without a declared length ends cleanly
+        (END_STREAM, like HTTP/1.1's final chunk), any other open stream is reset, then
+        GOAWAY and close."""
+        if self.closing:
+            return
+        h2 = self.h2
         for stream in list(self.streams.values()):
-            stream.disconnect()
-        self.streams.clear()
-        if self.transport is not None:
-            self.transport.abort()
+            if stream.head_sent and not stream.finished and not stream.sized and not stream.buf:
+                try:
+                    h2.send_data(stream.sid, b"", True)
+                except H2Error:
+                    h2.reset(stream.sid, ErrorCodes.CANCEL)
+            elif not stream.finished:
+                h2.reset(stream.sid, ErrorCodes.CANCEL)
+        self._close()
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self.transport.abort()  # a client that does not read must not hold the close
 
     def check_timeouts(self, now: float) -> None:
         if self.closing:
@@ -507,14 +521,15 @@ def _addr(value: Any) -> tuple[str, int] | None:
     return None
 
 
-def _special_app(state: WorkerState, path: str) -> ASGIApp:
+def _special_app(state: WorkerState, path: str) -> tuple[ASGIApp, bool]:
+    """The app answering instead of the user's (503 or health), and whether it is work."""
     from devserve.workers.h1_conn import _health_ok, _unavailable  # shared with HTTP/1.1
 
-    if state.shutting_down:
-        return _unavailable
-    if state.health_path is not None and path == state.health_path:
-        return _health_ok if not state.draining else _unavailable
-    return _unavailable
+    if state.health_path is not None and path == state.health_path and not (
+        state.draining or state.shutting_down
+    ):
+        return _health_ok, True
+    return _unavailable, False
 
 
 # -- Upgrade: h2c (RFC 7540 §3.2) --------------------------------------------------------------

@@ -132,6 +132,7 @@ class WSProtocol(asyncio.Protocol, Connection):
                 self._close_transport()
                 return
             elif isinstance(event, WSFailed):
+                self._write(self.ws.data_to_send())
                 self._write(self.ws.close(event.code, event.reason))
                 self._disconnect(event.code, event.reason)
                 self._close_transport()
@@ -161,6 +162,8 @@ class WSProtocol(asyncio.Protocol, Connection):
                 self._reject_plain(500)
             elif self.accepted and not self.closed:
                 self._send_close(1011, "")
+            elif self.rejecting:
+                self._abort()  # a half-sent denial cannot be completed
             return
         if result is not None:
             logger.error("ASGI callable returned a value (%r); expected None", result)
@@ -192,6 +195,8 @@ class WSProtocol(asyncio.Protocol, Connection):
                 interval = self.state.config.ws_ping_interval
                 if interval:
                     self._ping_due = self.loop.time() + interval
+                if self.state.draining or self.state.shutting_down:
+                    self.start_draining()  # accepted by a generation that is going away
             elif kind == "websocket.close":
                 self._reject_plain(403)
             elif kind == "websocket.http.response.start":

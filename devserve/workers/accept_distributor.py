@@ -1,0 +1,364 @@
+"""AcceptDistributor: one thread accepts connections and parks idle keep-alive ones in a
+selector; SyncWorker threads take connections that have a request waiting from a bounded queue.
+
+Why this shape:
+- A blocking thread must never sit on an idle keep-alive connection (ten idle browsers would
+  otherwise pin ten threads). After each response a worker hands the connection back here; the
+  selector queues it again when bytes arrive, for whichever SyncWorker thread is free.
+- The queue is bounded for *new* connections: when it is full the client gets ``503`` with
+  ``Retry-After`` and ``Connection: close`` at once instead of waiting in an unbounded line.
+  A parked connection that becomes readable is always queued (it is already being served).
+- This thread never blocks on a peer: TLS handshakes happen on the worker thread that takes
+  the connection (with a timeout); a 503 is one small non-blocking send followed by a
+  lingering close (read and discard until EOF) so the client sees the answer, not a reset.
+- In thread mode one distributor serves every generation: a reload only changes which
+  SyncWorkers take from the queue, so nothing is dropped while generations overlap.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import selectors
+import socket
+import ssl
+import threading
+import time
+
+from devserve.protocols.http1 import H1Connection
+
+logger = logging.getLogger("devserve.error")
+
+UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 20\r\n"
+    b"retry-after: 1\r\n"
+    b"connection: close\r\n\r\n"
+    b"Service Unavailable\n"
+)
+LINGER = 2.0  # seconds a rejected connection may take to close its side after our 503
+DRAIN_IDLE_CLOSE = 0.5  # draining: an idle connection may still send one request this long
+ACCEPT_BURST = 64  # accepts per selector wake-up, so parked connections are not starved
+
+
+class SyncConnection:
+    """An accepted connection and its HTTP/1.1 state, passed between the distributor and the
+    SyncWorker threads (so bytes already buffered survive the trip)."""
+
+    __slots__ = ("client", "h1", "idle_deadline", "needs_handshake", "server", "sock")
+
+    def __init__(self, sock: socket.socket, *, needs_handshake: bool = False) -> None:
+        self.sock: socket.socket = sock
+        self.h1: H1Connection | None = None  # created by the first worker that serves it
+        self.needs_handshake = needs_handshake
+        self.idle_deadline = 0.0
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+
+    def has_pending(self) -> bool:
+        """Bytes that a selector cannot see: unparsed input or TLS-decrypted data."""
+        if self.h1 is not None and self.h1.has_buffered_bytes:
+            return True
+        sock = self.sock
+        return isinstance(sock, ssl.SSLSocket) and not self.needs_handshake and (
+            sock.pending() > 0)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class ConnectionQueue:
+    """Connections with a request waiting. ``offer`` (new connections) respects the capacity;
+    ``put`` (parked connections that became readable) always succeeds."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: collections.deque[SyncConnection] = collections.deque()
+        self._cond = threading.Condition()
+
+    def offer(self, conn: SyncConnection) -> bool:
+        with self._cond:
+            if len(self._items) >= self.capacity:
+                return False
+            self._items.append(conn)
+            self._cond.notify()
+            return True
+
+    def put(self, conn: SyncConnection) -> None:
+        with self._cond:
+            self._items.append(conn)
+            self._cond.notify()
+
+    def get(self, timeout: float) -> SyncConnection | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            return self._items.popleft() if self._items else None
+
+    def drain(self) -> list[SyncConnection]:
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class AcceptDistributor:
+    """Accepts on *listener* (a ``dup()`` or inherited socket) from its own thread."""
+
+    def __init__(self, listener: socket.socket, *, capacity: int, keep_alive_timeout: float,
+                 tls: bool = False, name: str = "devserve-accept") -> None:
+        self._listener: socket.socket | None = listener
+        self.queue = ConnectionQueue(capacity)
+        self._keep_alive = keep_alive_timeout
+        self._tls = tls
+        self._name = name
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._lock = threading.Lock()
+        self._incoming: list[SyncConnection] = []
+        self._idle: set[SyncConnection] = set()
+        self._lingering: dict[socket.socket, float] = {}
+        self._mode = "running"  # running | draining | shutdown | closed
+        self._drain_deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self.rejected = 0  # connections answered 503 because the queue was full or stopping
+
+    # -- control (any thread) --------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        listener = self._listener
+        assert listener is not None
+        listener.setblocking(False)
+        self._sel.register(listener, selectors.EVENT_READ, "listen")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def get(self, timeout: float) -> SyncConnection | None:
+        """The next connection with a request waiting, or None after *timeout*."""
+        return self.queue.get(timeout)
+
+    def release(self, conn: SyncConnection) -> None:
+        """Park an idle keep-alive connection until the client sends again."""
+        if conn.has_pending() and self._mode in ("running", "draining"):
+            self.queue.put(conn)
+            return
+        with self._lock:
+            if self._mode == "closed":
+                conn.close()
+                return
+            self._incoming.append(conn)
+        self._wake()
+
+    def adopt(self, sock: socket.socket) -> None:
+        """An idle connection handed over by another worker (e.g. an async generation)."""
+        sock.setblocking(True)
+        self.release(SyncConnection(sock))
+
+    def start_draining(self) -> None:
+        """Stop accepting (the listener stays open in the Supervisor); idle connections get
+        ``DRAIN_IDLE_CLOSE`` seconds to send one last request, then close."""
+        with self._lock:
+            if self._mode != "running":
+                return
+            self._mode = "draining"
+            self._drain_deadline = time.monotonic() + DRAIN_IDLE_CLOSE
+        self._wake()
+
+    def start_shutdown(self) -> None:
+        """From now on every new request (new or parked connection) is answered ``503``."""
+        with self._lock:
+            if self._mode in ("shutdown", "closed"):
+                return
+            self._mode = "shutdown"
+        self._wake()
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle) + len(self._incoming)
+
+    def quiet(self) -> bool:
+        """Nothing left for workers: no queued connection and (draining) none parked."""
+        if len(self.queue):
+            return False
+        return self._mode != "draining" or self.idle_count == 0
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread and close the listener dup and every connection still held."""
+        with self._lock:
+            if self._mode == "closed":
+                return
+            self._mode = "closed"
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for conn in self.queue.drain():
+            conn.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # buffer full: a wake-up is pending anyway
+
+    # -- the distributor thread ------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while self._mode != "closed":
+                for key, _ in self._sel.select(self._next_timeout()):
+                    data = key.data
+                    if data == "listen":
+                        self._accept()
+                    elif data == "wake":
+                        self._drain_wake()
+                    elif data == "linger":
+                        self._linger_read(key.fileobj)  # type: ignore[arg-type]
+                    elif isinstance(data, SyncConnection):
+                        self._on_readable(data)
+                self._take_incoming()
+                self._sweep(time.monotonic())
+        except Exception:
+            logger.exception("the accept distributor failed")
+        finally:
+            self._close_all()
+
+    def _next_timeout(self) -> float:
+        return 0.1 if (self._idle or self._lingering or self._mode != "running") else 0.5
+
+    def _accept(self) -> None:
+        listener = self._listener
+        for _ in range(ACCEPT_BURST):
+            if listener is None or self._mode == "draining":
+                return
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.error("accept failed: %s", exc)
+                return
+            sock.setblocking(True)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = SyncConnection(sock, needs_handshake=self._tls)
+            if self._mode == "shutdown" or not self.queue.offer(conn):
+                self._reject(conn)
+
+    def _reject(self, conn: SyncConnection) -> None:
+        """503 + lingering close (TLS connections are just closed: no handshake here)."""
+        self.rejected += 1
+        sock = conn.sock
+        if conn.needs_handshake or isinstance(sock, ssl.SSLSocket):
+            conn.close()
+            return
+        try:
+            sock.setblocking(False)
+            sock.send(UNAVAILABLE)
+            sock.shutdown(socket.SHUT_WR)
+            self._sel.register(sock, selectors.EVENT_READ, "linger")
+            self._lingering[sock] = time.monotonic() + LINGER
+        except (OSError, ValueError, KeyError):
+            conn.close()
+
+    def _linger_read(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._unlinger(sock)
+
+    def _unlinger(self, sock: socket.socket) -> None:
+        self._lingering.pop(sock, None)
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        if self._mode == "draining" and self._listener is not None:
+            try:
+                self._sel.unregister(self._listener)
+            except (KeyError, ValueError):
+                pass
+            self._listener.close()  # our dup / inherited copy; the Supervisor keeps its own
+            self._listener = None
+
+    def _take_incoming(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        deadline = time.monotonic() + self._keep_alive
+        for conn in incoming:
+            if conn.has_pending():
+                self._on_ready(conn)
+                continue
+            conn.idle_deadline = deadline
+            try:
+                self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+            except (OSError, ValueError, KeyError):
+                conn.close()
+                continue
+            self._idle.add(conn)
+
+    def _on_readable(self, conn: SyncConnection) -> None:
+        self._idle.discard(conn)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        self._on_ready(conn)
+
+    def _on_ready(self, conn: SyncConnection) -> None:
+        if self._mode == "shutdown":
+            self._reject(conn)
+        elif self._mode == "closed":
+            conn.close()
+        else:
+            self.queue.put(conn)
+
+    def _sweep(self, now: float) -> None:
+        draining_over = self._mode == "draining" and now >= self._drain_deadline
+        for conn in [c for c in self._idle if draining_over or now >= c.idle_deadline]:
+            self._idle.discard(conn)
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+            conn.close()
+        for sock in [s for s, t in self._lingering.items() if now >= t]:
+            self._unlinger(sock)
+
+    def _close_all(self) -> None:
+        for conn in list(self._idle):
+            conn.close()
+        self._idle.clear()
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for conn in incoming:
+            conn.close()
+        for sock in list(self._lingering):
+            self._unlinger(sock)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
