@@ -103,6 +103,12 @@ def ensure_dev_certificate(directory: Path, *, now: dt.datetime | None = None) -
     its key or expiring within a week; then write a fresh one."""
     now = now or dt.datetime.now(dt.UTC)
     cert_path, key_path = directory / CERT_NAME, directory / KEY_NAME
+    try:
+        import cryptography  # noqa: F401  # only --https without certificate files needs it
+    except ImportError:
+        raise ConfigError("--https", "making a development certificate needs the "
+                          "'cryptography' package", hint="pip install cryptography, or pass "
+                          "--ssl-certfile and --ssl-keyfile") from None
     existing = _load_valid(cert_path, key_path, now)
     if existing is not None:
         return existing

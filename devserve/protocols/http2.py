@@ -105,12 +105,21 @@ class WindowOpened:
 
 
 @dataclass(frozen=True, slots=True)
+class SettingsChanged:
+    """The client changed settings (``{code: new value}``); a new initial window or frame size
+    changes what every blocked stream may send."""
+
+    changed: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class DrainAcked:
     """The client answered the drain PING: it has seen the first GOAWAY."""
 
 
 H2Event = (
-    RequestOpened | BodyData | BodyEnd | StreamReset | ConnectionEnded | WindowOpened | DrainAcked
+    RequestOpened | BodyData | BodyEnd | StreamReset | ConnectionEnded | WindowOpened
+    | SettingsChanged | DrainAcked
 )
 
 
@@ -326,7 +335,8 @@ class H2Server:
             elif isinstance(event, h2.events.WindowUpdated):
                 events.append(WindowOpened(event.stream_id))
             elif isinstance(event, h2.events.RemoteSettingsChanged):
-                events.append(WindowOpened(0))  # initial window or frame size may have changed
+                events.append(SettingsChanged(
+                    {int(k): int(v.new_value) for k, v in event.changed_settings.items()}))
             elif isinstance(event, h2.events.PingAckReceived):
                 if event.ping_data == _DRAIN_PING:
                     events.append(DrainAcked())

@@ -28,6 +28,7 @@ from devserve.protocols.http2 import (
     DrainAcked,
     H2Server,
     RequestOpened,
+    SettingsChanged,
     StreamReset,
     WindowOpened,
     h2c_upgrade_settings,
@@ -253,6 +254,8 @@ class H2Protocol(asyncio.Protocol, Connection):
         if self.closing:
             return
         for event in self.h2.receive(data, self.loop.time()):
+            if self.closing:
+                return
             if isinstance(event, BodyData):
                 self._on_body(event)
             elif isinstance(event, RequestOpened):
@@ -267,6 +270,8 @@ class H2Protocol(asyncio.Protocol, Connection):
                         self.stream_gone(stream)
             elif isinstance(event, WindowOpened):
                 self._on_window(event.stream_id)
+            elif isinstance(event, SettingsChanged):
+                self._on_window(0)
             elif isinstance(event, StreamReset):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
@@ -295,10 +300,16 @@ class H2Protocol(asyncio.Protocol, Connection):
         self.blocked.clear()
 
     def pause_writing(self) -> None:
+        # A client that does not read gets no more input processed either: otherwise a PING
+        # or SETTINGS flood would grow our (unread) output without bound.
         self.write_paused = True
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
         for stream in list(self.streams.values()):
             if not stream.buf:
                 stream.wake()
