@@ -40,6 +40,7 @@ from devserve.lifecycle import (
     GenerationRetired,
     GenerationStarted,
     LifecycleCollector,
+    LogLine,
     ReloadCompleted,
     ReloadFailed,
     ReloadStarted,
@@ -52,7 +53,10 @@ from devserve.lifecycle import (
     WorkerSpawned,
     WorkerStopped,
 )
+from devserve.workers.accept_distributor import AcceptDistributor
+from devserve.workers.async_pool import AsyncPool
 from devserve.workers.process import process_main
+from devserve.workers.sync_worker import SyncWorker, queue_capacity
 from devserve.workers.worker import Worker
 
 logger = logging.getLogger("devserve.error")
@@ -120,7 +124,7 @@ class StartError:
 class _WorkerHandle:
     """A running worker (thread or process) of one slot in one generation."""
 
-    def __init__(self, worker_id: int, target: Target, worker: Worker | None,
+    def __init__(self, worker_id: int, target: Target, worker: Worker | SyncWorker | None,
                  generation: int = 0) -> None:
         self.worker_id = worker_id
         self.target = target
@@ -198,9 +202,14 @@ class Supervisor:
         sync_app: SyncApp | None = None,
     ) -> None:
         self._config = config
-        self._app = app
+        self._app = app if app is not None else sync_app
         self._app_path = app_path
         self._sync_app = sync_app
+        # SyncWorkers serve WSGI apps (sync_app) and ASGI apps under --execution sync.
+        self._sync_interface: str | None = (
+            "wsgi" if sync_app is not None else "asgi" if config.execution == "sync" else None)
+        self._distributor: AcceptDistributor | None = None  # thread mode: one for all generations
+        self._pool: AsyncPool | None = None
         self._ssl_context = ssl_context
         self._collector = lifecycle_collector
         if mode is None:
@@ -224,6 +233,10 @@ class Supervisor:
         self._shutdown_event = threading.Event()
         self._force_exit = False
         self._force_event = threading.Event()
+        self._all_failed_reported = False
+        # Process mode: where the children's stdout/stderr lines go (a live display sets it;
+        # otherwise children write to the terminal directly).
+        self.output_sink: Callable[[str], None] | None = None
         self._lifespan_state: dict[str, Any] | None = None
         self.exit_code = 0
         self.last_crash: str | None = None
@@ -265,6 +278,8 @@ class Supervisor:
         self._sockets = sockets
         self._udp_sockets = udp_sockets or []
         self._install_signals()
+        if self._sync_interface is not None and self._mode == "thread":
+            self._setup_sync_infrastructure()
         with self._lifecycle_lock:
             handles, error = self._start_generation(1, self._app)
             if error is not None:
@@ -449,6 +464,7 @@ class Supervisor:
         self._promote(generation, handles)
         for budget in self._budgets.values():
             budget.reset()
+        self._all_failed_reported = False
         self._respawn_at.clear()
         forced = self._retire(old, handles, self.reload_grace)
         phases["drained"] = time.monotonic() - started
@@ -505,15 +521,45 @@ class Supervisor:
 
     # -- spawning --------------------------------------------------------------------------
     def _setup_sync_infrastructure(self) -> None:
-        """Create AsyncPool and AcceptDistributor for sync worker mode (WSGI; not yet built)."""
-        raise NotImplementedError("sync workers are not available yet")
+        """Create AsyncPool and AcceptDistributor for sync worker mode (thread mode): both
+        outlive generations, so a reload never stops accepting; torn down after the workers."""
+        ctx = self._ssl_context
+        if ctx is not None:
+            ctx.set_alpn_protocols(["http/1.1"])  # SyncWorkers speak HTTP/1.1 only
+        self._pool = AsyncPool(1, loop_setting=self._config.loop)
+        self._distributor = AcceptDistributor(
+            self._sockets[0].dup(), capacity=queue_capacity(self._config, self.worker_count),
+            keep_alive_timeout=self._config.timeout_keep_alive, tls=ctx is not None)
+        self._distributor.start()
+
+    def _teardown_sync_infrastructure(self) -> None:
+        """After every SyncWorker stopped: the distributor first, then the pool they used."""
+        if self._distributor is not None:
+            self._distributor.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def _create_worker(self, worker_id: int, socket_index: int, *, generation: int = 0,
-                       app: ASGIApp | None = None, run_lifespan: bool = True) -> Worker:
-        """A thread-mode worker on a ``dup()`` of listener *socket_index*."""
-        sock = self._sockets[socket_index].dup()
+                       app: ASGIApp | None = None, run_lifespan: bool = True
+                       ) -> Worker | SyncWorker:
+        """A thread-mode worker: a SyncWorker on the shared distributor for WSGI or
+        ``--execution sync``, else an async Worker on a ``dup()`` of listener *socket_index*."""
         the_app = app if app is not None else self._app
         assert the_app is not None
+        if self._sync_interface is not None:
+            assert self._distributor is not None and self._pool is not None
+            if self.app_wrapper is not None and self._sync_interface == "asgi":
+                the_app = self.app_wrapper(the_app, generation)
+            sync = SyncWorker(
+                self._config, the_app, self._distributor, self._pool,
+                interface=self._sync_interface, slot=worker_id, generation=generation,
+                collector=self.worker_collector, run_lifespan=run_lifespan,
+                ssl_context=self._ssl_context,
+            )
+            if not run_lifespan and self._lifespan_state is not None:
+                sync.set_lifespan_state(self._lifespan_state)
+            return sync
+        sock = self._sockets[socket_index].dup()
         if self.app_wrapper is not None:
             the_app = self.app_wrapper(the_app, generation)
         worker = Worker(
@@ -544,10 +590,13 @@ class Supervisor:
         else:
             parent, child = self._mp.Pipe()
             config = self._config
+            out_parent = out_child = None
+            if self.output_sink is not None:
+                out_parent, out_child = socket.socketpair()
             process = self._mp.Process(
                 target=process_main,
                 args=(config, self._sockets[0], worker_id, gen, child,
-                      self.worker_collector is not None, True),
+                      self.worker_collector is not None, True, out_child),
                 name=f"devserve-g{gen}-w{worker_id}",
                 daemon=True,
             )
@@ -556,11 +605,15 @@ class Supervisor:
             process.start()
             child.close()
             threading.Thread(target=self._read_process, args=(handle,), daemon=True).start()
+            if out_parent is not None and out_child is not None:
+                out_child.close()
+                threading.Thread(target=self._relay_output, args=(out_parent,),
+                                 daemon=True).start()
         self._emit(WorkerSpawned(slot=worker_id, generation=gen, ident=handle.ident))
         return handle
 
     @staticmethod
-    def _run_thread_worker(worker: Worker) -> None:
+    def _run_thread_worker(worker: Worker | SyncWorker) -> None:
         try:
             worker.run()
         except BaseException:
@@ -577,6 +630,14 @@ class Supervisor:
             reported = isinstance(err, LifespanFailed)  # the app said so; no traceback to show
             handle.error_traceback = None if reported else user_traceback(err)
         handle.ready.set()
+
+    def _relay_output(self, sock: socket.socket) -> None:
+        """Lines a process worker printed, handed to the display (above its live view)."""
+        with sock, sock.makefile("r", encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                sink = self.output_sink
+                if sink is not None:
+                    sink(line.rstrip("\n"))
 
     def _read_process(self, handle: _WorkerHandle) -> None:
         conn = handle.conn
@@ -621,10 +682,17 @@ class Supervisor:
             for slot, when in list(self._respawn_at.items()):
                 if now >= when:
                     self._respawn_worker(slot)
-            if self._budgets and all(b.failed for b in self._budgets.values()):
-                self._emit(ServerStopping(
-                    reason="Every worker slot exhausted its restart budget; last crash: "
-                    f"{self.last_crash}", error=True))
+            if self._budgets and all(b.failed for b in self._budgets.values()) \
+                    and not self._all_failed_reported:
+                self._all_failed_reported = True
+                reason = ("Every worker slot exhausted its restart budget; last crash: "
+                          f"{self.last_crash}")
+                if self._config.reload:
+                    # Under --reload the next save brings a fresh generation: keep waiting.
+                    self._emit(LogLine(level="error",
+                                       message=reason + " (waiting for a fix to reload)"))
+                    continue
+                self._emit(ServerStopping(reason=reason, error=True))
                 self.exit_code = 1
                 self._shutdown_event.set()
 
@@ -705,6 +773,7 @@ class Supervisor:
                 self._force_stop(handle, 2.0)
             self._emit(WorkerStopped(slot=handle.worker_id, generation=handle.generation,
                                      forced=handle.is_alive()))
+        self._teardown_sync_infrastructure()
         for sock in self._sockets + self._udp_sockets:
             try:
                 sock.close()

@@ -48,6 +48,8 @@ def attach_display(config: Config, collector: FanOutCollector, controls: Control
 
         dashboard = Dashboard(config, controls)
         collector.add(dashboard)
+        if hasattr(controls, "output_sink"):
+            controls.output_sink = dashboard.print_line
         _want_requests(supervisor_like, collector)
         dashboard.start()
         return dashboard

@@ -167,6 +167,10 @@ class Dashboard:
                 logging.getLogger("devserve.error").exception("dashboard render failed")
             self._stop.wait(interval)  # at most MAX_FPS renders a second
 
+    def print_line(self, line: str) -> None:
+        """Output from a process worker, shown above the live view."""
+        self.console.print(Text(line), soft_wrap=True, highlight=False)
+
     # -- logging ---------------------------------------------------------------------------
     def _route_logging(self) -> None:
         root = logging.getLogger("devserve")

@@ -65,7 +65,7 @@ def describe(e: ev.Event) -> tuple[int, str] | None:
             return logging.ERROR, e.reason
         return logging.INFO, f"Shutting down ({e.reason})"
     if isinstance(e, ev.LogLine):
-        return logging.INFO, e.message
+        return logging.getLevelNamesMapping().get(e.level.upper(), logging.INFO), e.message
     return None
 
 

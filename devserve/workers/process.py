@@ -9,9 +9,12 @@ The child ignores SIGINT (the Supervisor coordinates a terminal Ctrl+C), treats 
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import signal
 import socket
+import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,17 +55,29 @@ def process_main(
     conn: Connection,
     forward_events: bool,
     forward_requests: bool,
+    output: socket.socket | None = None,
 ) -> None:
     """Entry point of a spawned worker process."""
+    if output is not None:
+        # A live display owns the terminal: our stdout/stderr go to the Supervisor instead.
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        output.close()
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, io.TextIOWrapper):
+                stream.reconfigure(line_buffering=True)
     from devserve.asgi.lifespan import LifespanFailed
     from devserve.importer import load_app, load_app_fresh, user_traceback
     from devserve.logs import configure_logging
+    from devserve.workers.sync_worker import SyncWorker
     from devserve.workers.worker import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the Supervisor's call
     configure_logging(config)
+    if output is not None:
+        logging.getLogger("devserve.access").disabled = True  # the display's request panel
     lock = threading.Lock()
     try:
         if generation > 1:
@@ -84,7 +99,16 @@ def process_main(
 
         hub = LiveReloadHub()
         app = LiveReloadMiddleware(app, hub, generation)
-    worker = Worker(config, app, sock, slot=slot, generation=generation, collector=collector)
+    worker: Worker | SyncWorker
+    if loaded.interface == "wsgi" or config.execution == "sync":
+        # Blocking threads with this process's own AcceptDistributor (see sync_worker.py).
+        worker = SyncWorker.standalone(
+            config, loaded.app if loaded.interface == "wsgi" else app, sock,
+            interface="wsgi" if loaded.interface == "wsgi" else "asgi", slot=slot,
+            generation=generation, collector=collector)
+    else:
+        worker = Worker(config, app, sock, slot=slot, generation=generation,
+                        collector=collector)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         worker.shutdown()
