@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"directory put on sys.path for APP {_default('app_dir')}")
     app.add_argument("--factory", action="store_true", help="APP is a factory returning the app")
     app.add_argument("--env-file", metavar="PATH", help="load environment variables from a file")
-    app.add_argument("--interface", choices=["auto", "asgi3", "asgi2"],
+    app.add_argument("--interface", choices=["auto", "asgi3", "asgi2", "wsgi"],
                      help=f"app interface {_default('interface')}")
     app.add_argument("--lifespan", choices=["auto", "on", "off"],
                      help=f"lifespan protocol {_default('lifespan')}")
@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"event loop {_default('loop')}")
     workers.add_argument("--http", choices=["auto", "h11"],
                          help=f"HTTP/1.1 implementation {_default('http')}")
+    workers.add_argument("--execution", choices=["async", "sync"],
+                         help=f"ASGI apps: event-loop workers, or blocking threads with a loop "
+                              f"per thread (free-threaded builds) {_default('execution')}")
+    workers.add_argument("--threads", metavar="INT",
+                         help=f"threads per worker for WSGI and --execution sync "
+                              f"{_default('threads')}")
+    workers.add_argument("--accept-queue", metavar="INT",
+                         help="WSGI/sync: connections that may wait for a thread before new "
+                              "ones get 503 (default: 4 x threads x workers, at least 64)")
 
     http = parser.add_argument_group("HTTP")
     http.add_argument("--proxy-headers", action=flag,
@@ -143,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--h2-max-header-list-size", metavar="BYTES",
                      help=f"largest HTTP/2 request header list (decoded) "
                           f"{_default('h2_max_header_list_size')}")
+    tls.add_argument("--http3", action="store_true",
+                     help="also serve HTTP/3 (QUIC) on a UDP socket; needs TLS (--https or "
+                          "--ssl-certfile); responses advertise it with Alt-Svc")
+    tls.add_argument("--http3-port", metavar="INT",
+                     help="UDP port for HTTP/3 (default: the TCP port)")
 
     limits = parser.add_argument_group("limits and timeouts")
     limits.add_argument("--limit-concurrency", metavar="INT",

@@ -23,7 +23,8 @@ from devserve.errors import ConfigError
 
 LoopSetting = Literal["auto", "asyncio", "uvloop"]
 HTTPSetting = Literal["auto", "h11"]
-InterfaceSetting = Literal["auto", "asgi3", "asgi2"]
+InterfaceSetting = Literal["auto", "asgi3", "asgi2", "wsgi"]
+ExecutionSetting = Literal["async", "sync"]
 LifespanSetting = Literal["auto", "on", "off"]
 WorkerModeSetting = Literal["auto", "thread", "process"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -94,6 +95,11 @@ class Config:
     ssl_ciphers: str = "TLSv1"
     h2_max_concurrent_streams: int = 100
     h2_max_header_list_size: int = 16 * 1024
+    execution: ExecutionSetting = "async"  # sync: ASGI requests on SyncWorker threads
+    threads: int = 8  # SyncWorker threads per worker slot (WSGI, --execution sync)
+    accept_queue: int | None = None  # sync mode: waiting connections before 503
+    http3: bool = False  # HTTP/3 over QUIC on a UDP socket (needs TLS)
+    http3_port: int | None = None  # UDP port for HTTP/3; None: the TCP port
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +130,9 @@ _MINIMUM: dict[str, float] = {
     "reload_grace": 0.01,
     "h2_max_concurrent_streams": 1,
     "h2_max_header_list_size": 1024,
+    "threads": 1,
+    "accept_queue": 1,
+    "http3_port": 0,
 }
 
 
@@ -322,6 +331,16 @@ def _validate_tls(values: dict[str, Any], sources: Mapping[str, str | None]) -> 
         raise _fail("h2_max_concurrent_streams", "must be at most 2147483647", sources)
     if not values["ssl_ciphers"].strip():
         raise _fail("ssl_ciphers", "must not be empty", sources, hint="the default is TLSv1")
+    if values["http3"] and not (values["https"] or values["ssl_certfile"]):
+        raise _fail("http3", "requires TLS (QUIC always encrypts)", sources,
+                    hint="add --https for a development certificate, or --ssl-certfile/"
+                         "--ssl-keyfile")
+    if values["http3_port"] is not None and values["http3_port"] > 65535:
+        raise _fail("http3_port", f"must be between 0 and 65535, got {values['http3_port']}",
+                    sources)
+    if values["http3"] and values["uds"] and values["http3_port"] is None:
+        raise _fail("http3", "needs --http3-port with --uds (there is no TCP port to share)",
+                    sources)
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ class LoadedApp:
     """The callable the workers serve plus what was detected about it."""
 
     app: ASGIApp
-    interface: str  # "asgi3" | "asgi2"
+    interface: str  # "asgi3" | "asgi2" | "wsgi" (then ``app`` is the WSGI callable as is)
     source: str  # the import string, or a repr for an app object
 
 
@@ -123,7 +123,8 @@ def import_from_string(import_str: str) -> Any:
 
 
 def detect_interface(app: Any) -> str:
-    """``asgi3`` for ``async def app(scope, receive, send)``; ``asgi2`` for ``app(scope)``."""
+    """``asgi3`` for ``async def app(scope, receive, send)``; ``asgi2`` for ``app(scope)``;
+    ``wsgi`` for a plain ``app(environ, start_response)`` (Flask, Django's WSGIHandler)."""
     if inspect.isclass(app):
         return "asgi2" if not hasattr(app, "__await__") else "asgi3"
     plain = inspect.isfunction(app) or inspect.ismethod(app)
@@ -138,6 +139,8 @@ def detect_interface(app: Any) -> str:
         ]
     except (TypeError, ValueError):
         return "asgi3"
+    if len(params) == 2:
+        return "wsgi"
     return "asgi2" if len(params) == 1 else "asgi3"
 
 

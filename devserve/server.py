@@ -6,9 +6,11 @@ the order of start-up and teardown.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
+import socket
 import sys
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from devserve.errors import ConfigError
 from devserve.importer import load_app, reimport_app
 from devserve.lifecycle import FanOutCollector, ServerStarting
 from devserve.logs import configure_logging
-from devserve.net.sockets import bind_socket, describe_address
+from devserve.net.sockets import bind_socket, bind_with_udp, describe_address
 from devserve.net.tls import create_ssl_context
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.reloader import Reloader
@@ -68,18 +70,31 @@ def serve(config: Config) -> int:
     loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
                       interface=config.interface)
     ssl_context = create_ssl_context(config)
-    sock = bind_socket(config)
+    udp_sockets: list[socket.socket] = []
+    if config.http3:
+        sock, udp = bind_with_udp(config)
+        udp_sockets.append(udp)
+        # Workers advertise the real UDP port (Alt-Svc) even when the kernel picked it.
+        config = dataclasses.replace(config, http3_port=udp.getsockname()[1])
+    else:
+        sock = bind_socket(config)
     try:
         url = describe_address(sock, "https" if ssl_context else "http")
         collector = FanOutCollector()
-        supervisor = Supervisor(config, loaded.app, mode=mode, ssl_context=ssl_context,
-                                app_path=app_path, lifecycle_collector=collector)
+        wsgi = loaded.interface == "wsgi"  # served by SyncWorker threads (sync_worker.py)
+        supervisor = Supervisor(config, None if wsgi else loaded.app, mode=mode,
+                                ssl_context=ssl_context, app_path=app_path,
+                                lifecycle_collector=collector,
+                                sync_app=loaded.app if wsgi else None)
         display = attach_display(config, collector, supervisor)
         collector.emit(ServerStarting(
             app=loaded.source, urls=(url,), mode=mode, mode_reason=reason,
             workers=config.workers, pid=os.getpid(), gil_enabled=gil_enabled(),
             python=platform.python_version(),
         ))
+        if udp_sockets:
+            logger.info("Listening on %s (HTTP/3 over UDP)",
+                        describe_address(udp_sockets[0], "https"))
         if config.livereload:
             hub = LiveReloadHub()
             collector.add(hub)
@@ -97,7 +112,7 @@ def serve(config: Config) -> int:
         if config.reload:
             watcher, reloader = _start_watcher(config, supervisor, roots, collector)
         try:
-            code = supervisor.run([sock])
+            code = supervisor.run([sock], udp_sockets)
         finally:
             if watcher is not None:
                 watcher.stop()
@@ -106,9 +121,13 @@ def serve(config: Config) -> int:
         logger.info("Finished server process [%d]", os.getpid())
         if reloader is not None and reloader.reexec_requested:
             sock.close()
+            for udp in udp_sockets:
+                udp.close()
             _reexec()
         return code
     finally:
         sock.close()
+        for udp in udp_sockets:
+            udp.close()
         if config.uds:
             Path(config.uds).unlink(missing_ok=True)

@@ -180,11 +180,38 @@ class _WorkerHandle:
 
 
 class _H3WorkerHandle:
-    """A running HTTP/3 (UDP/QUIC) worker."""
+    """A running HTTP/3 (UDP/QUIC) worker: a thread that outlives generations (thread mode;
+    ``worker`` set) or a spawned process replaced on each promotion (process mode; ``conn``)."""
 
     def __init__(self, worker_id: int, target: Target) -> None:
         self.worker_id = worker_id
         self.target = target
+        self.worker: Any = None  # H3Worker in thread mode
+        self.conn: Connection | None = None
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.expected_exit = False
+        self.generation = 0  # the generation it was started in (its dashboard row)
+
+    @property
+    def ident(self) -> str:
+        return f"h3-{self.worker_id} ({_target_id(self.target)})"
+
+    def is_alive(self) -> bool:
+        return self.target.is_alive()
+
+    def stop(self, grace: float, *, force: bool = False) -> None:
+        """GOAWAY, let in-flight streams finish within *grace*, close (now if *force*)."""
+        self.expected_exit = True
+        if self.worker is not None:
+            self.worker.grace = grace
+            self.worker.force_stop() if force else self.worker.shutdown()
+        elif self.conn is not None:
+            try:
+                self.conn.send(("grace", grace))
+                self.conn.send("force" if force else "shutdown")
+            except (OSError, ValueError):
+                pass
 
 
 class Supervisor:
@@ -223,6 +250,7 @@ class Supervisor:
         self._udp_sockets: list[socket.socket] = []
         self._handles: dict[int, _WorkerHandle] = {}
         self._h3_handles: dict[int, _H3WorkerHandle] = {}
+        self._h3_app_ref: Any = None  # thread mode: AppRef that new HTTP/3 streams use
         self._generation = 0
         self._budgets = {slot: CrashBudget() for slot in range(config.workers)}
         self._respawn_at: dict[int, float] = {}
@@ -289,6 +317,8 @@ class Supervisor:
                 raise (LifespanStartupError(message) if "lifespan" in message
                        else AppImportError(message))
             self._promote(1, handles)
+            for index in range(len(self._udp_sockets)):
+                self._spawn_h3_worker(index)
         try:
             self._watch()
         finally:
@@ -414,6 +444,8 @@ class Supervisor:
     def _promote(self, generation: int, handles: dict[int, _WorkerHandle]) -> None:
         self._handles = handles
         self._generation = generation
+        if self._h3_handles:
+            self._promote_h3(generation, handles)
         self._emit(GenerationPromoted(generation=generation, workers=len(handles),
                                       mode=self._mode))
 
@@ -660,8 +692,88 @@ class Supervisor:
         handle.reader_done.set()
 
     def _spawn_h3_worker(self, worker_id: int) -> None:
-        """Create and start one HTTP/3 worker (QUIC support arrives with --http3)."""
-        raise NotImplementedError("HTTP/3 workers are not available yet")
+        """Start the HTTP/3 worker of UDP socket *worker_id* and wait until it is ready: a
+        thread sharing the generation's app through an ``AppRef`` (thread mode) or a spawned
+        process importing the app itself (process mode)."""
+        from devserve.workers.h3_worker import H3Worker, h3_process_main
+
+        gen = self._generation
+        sock = self._udp_sockets[worker_id]
+        slot = self.worker_count + worker_id  # its own dashboard row, after the TCP slots
+        if self._mode == "thread":
+            worker = H3Worker(self._config, self._h3_ref(gen, self._handles), sock.dup(),
+                              slot=slot, collector=self.worker_collector)
+            thread = threading.Thread(target=worker.run, name=f"devserve-h3-{worker_id}",
+                                      daemon=True)
+            handle = _H3WorkerHandle(worker_id, thread)
+            handle.worker = worker
+            thread.start()
+        else:
+            parent, child = self._mp.Pipe()
+            process = self._mp.Process(target=h3_process_main, name=f"devserve-g{gen}-h3",
+                                       args=(self._config, sock, slot, gen, child), daemon=True)
+            handle = _H3WorkerHandle(worker_id, process)
+            handle.conn = parent
+            process.start()
+            child.close()
+        handle.generation = gen
+        self._h3_handles[worker_id] = handle
+        self._emit(WorkerSpawned(slot=slot, generation=gen, ident=handle.ident))
+        if handle.worker is not None:
+            ok = handle.worker.ready.wait(READY_TIMEOUT) and handle.worker.startup_error is None
+        else:
+            assert handle.conn is not None
+            try:
+                message = handle.conn.recv() if handle.conn.poll(READY_TIMEOUT) else ("timeout",)
+            except (EOFError, OSError):
+                message = ("failed", "the HTTP/3 worker exited during startup")
+            ok = message[0] == "ready"
+            handle.error = None if ok else str(message[1:] or message)
+        if ok:
+            self._emit(WorkerReady(slot=slot, generation=gen, ident=handle.ident))
+        else:
+            logger.error("HTTP/3 worker %d did not start: %s", worker_id,
+                         handle.error or getattr(handle.worker, "startup_error", None))
+
+    def _h3_ref(self, generation: int, handles: dict[int, _WorkerHandle]) -> Any:
+        """An AppRef for *generation*: its (wrapped) app and the lifespan state of its slot 0."""
+        from devserve.workers.h3_conn import AppRef
+
+        assert self._app is not None
+        app = self._app
+        if self.app_wrapper is not None:
+            app = self.app_wrapper(app, generation)
+        first = handles.get(0)
+        state = self._lifespan_state
+        if first is not None and first.worker is not None:
+            state = first.worker.state.lifespan_state
+        return AppRef(app, generation, state)
+
+    def _promote_h3(self, generation: int, handles: dict[int, _WorkerHandle]) -> None:
+        """Thread mode: new HTTP/3 streams go to *generation* from now on (connections and
+        running streams stay). Process mode: the child holds the old code, so it sends GOAWAY,
+        finishes in-flight streams within the reload grace and exits; a fresh one starts."""
+        if self._mode == "thread":
+            ref = self._h3_ref(generation, handles)
+            for handle in self._h3_handles.values():
+                if handle.worker is not None:
+                    handle.worker.app_ref = ref  # one assignment: streams never see a mix
+            return
+        for worker_id, handle in list(self._h3_handles.items()):
+            handle.stop(self.reload_grace)
+            self._stop_h3(handle, self.reload_grace + 1.0)
+            self._spawn_h3_worker(worker_id)
+
+    def _stop_h3(self, handle: _H3WorkerHandle, wait: float) -> None:
+        handle.target.join(wait)
+        if handle.is_alive():
+            handle.stop(0.0, force=True)
+            handle.target.join(2.0)
+            if handle.is_alive() and not isinstance(handle.target, threading.Thread):
+                handle.target.kill()
+                handle.target.join(2.0)
+        self._emit(WorkerStopped(slot=self.worker_count + handle.worker_id,
+                                 generation=handle.generation, forced=handle.is_alive()))
 
     # -- health ----------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -758,10 +870,13 @@ class Supervisor:
         grace = self._config.timeout_graceful_shutdown
         self._signal_workers_start_draining()
         handles = list(self._handles.values())
+        h3_handles = list(self._h3_handles.values())
+        for h3 in h3_handles:
+            h3.stop(grace)  # H3 GOAWAY; in-flight streams finish within the grace
         deadline = time.monotonic() + grace + 1.0
         # Wait in short steps so a second Ctrl+C (force_exit) cuts the wait short.
         while (
-            any(h.is_alive() for h in handles)
+            (any(h.is_alive() for h in handles) or any(h.is_alive() for h in h3_handles))
             and time.monotonic() < deadline
             and not self._force_exit
         ):
@@ -773,6 +888,8 @@ class Supervisor:
                 self._force_stop(handle, 2.0)
             self._emit(WorkerStopped(slot=handle.worker_id, generation=handle.generation,
                                      forced=handle.is_alive()))
+        for h3 in h3_handles:
+            self._stop_h3(h3, 0.0)
         self._teardown_sync_infrastructure()
         for sock in self._sockets + self._udp_sockets:
             try:

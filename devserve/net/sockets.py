@@ -106,3 +106,40 @@ def _hint(exc: OSError) -> str | None:
     if exc.errno == errno.EACCES:
         return "ports below 1024 need privileges; use a higher --port"
     return None
+
+
+def bind_udp_socket(host: str, port: int) -> socket.socket:
+    """The UDP socket HTTP/3 is served on; like the TCP listener, owned by the Supervisor."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6 and host in ("::", "[::]"):
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        except (AttributeError, OSError):
+            pass
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"could not bind UDP {host}:{port} for HTTP/3: {_describe(exc)}",
+                        hint=_hint(exc) or "pass --http3-port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_with_udp(config: Config, attempts: int = 10) -> tuple[socket.socket, socket.socket]:
+    """TCP listener plus the HTTP/3 UDP socket on the same port number (``--http3-port``
+    overrides). With ``--port 0`` the kernel picks the TCP port; if that number is taken on
+    UDP, try another pick rather than fail."""
+    for attempt in range(attempts):
+        sock = bind_socket(config)
+        name = sock.getsockname()
+        tcp_port = name[1] if isinstance(name, tuple) else 0
+        port = config.http3_port if config.http3_port is not None else tcp_port
+        try:
+            return sock, bind_udp_socket(config.host, port)
+        except BindError:
+            sock.close()
+            if config.port != 0 or config.http3_port is not None or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

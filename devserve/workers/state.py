@@ -76,6 +76,10 @@ class WorkerState:
             self._static_headers.append((b"server", b"devserve"))
         for name, value in config.headers:
             self._static_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        if config.http3 and config.http3_port:
+            # Every HTTP/1.1 and HTTP/2 response tells clients where HTTP/3 is (RFC 7838).
+            alt_svc = f'h3=":{config.http3_port}"; ma=86400'
+            self._static_headers.append((b"alt-svc", alt_svc.encode("ascii")))
         self._date_header = config.date_header
         self._date_second = 0
         self._headers: list[tuple[bytes, bytes]] = list(self._static_headers)
