@@ -5,7 +5,8 @@ Run it with ``devserve flask_app:app --app-dir examples`` (``--threads 16`` for 
 
 Routes: ``GET /`` (text), ``POST /form`` (form fields echoed as JSON), ``POST /json`` (JSON
 echoed), ``POST /upload`` (body size, read in chunks from ``wsgi.input``), ``GET /stream?count=N``
-(chunks produced over time), ``GET /file`` (``send_file`` through ``wsgi.file_wrapper``).
+(chunks produced over time), ``GET /file`` (``send_file`` through ``wsgi.file_wrapper``),
+``GET /error`` (raises: Flask answers its 500 page; the traceback goes to the log only).
 """
 
 from __future__ import annotations
@@ -58,3 +59,8 @@ def stream() -> Response:
 @app.get("/file")
 def file() -> Response:
     return send_file(ASSET, mimetype="text/x-python")
+
+
+@app.get("/error")
+def error() -> Response:
+    raise RuntimeError("example failure: this detail must not reach the client")

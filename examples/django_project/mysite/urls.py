@@ -10,4 +10,5 @@ urlpatterns = [
     path("json", views.echo_json),
     path("stream", views.stream),
     path("file", views.file),
+    path("error", views.error),
 ]

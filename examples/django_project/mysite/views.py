@@ -1,4 +1,4 @@
-"""Views exercising what a server must get right: forms, JSON, streaming and files."""
+"""Views exercising what a server must get right: forms, JSON, streaming, files and errors."""
 
 from __future__ import annotations
 
@@ -46,3 +46,8 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
 
 def file(request: HttpRequest) -> FileResponse:
     return FileResponse(ASSET.open("rb"), content_type="text/x-python")
+
+
+def error(request: HttpRequest) -> HttpResponse:
+    """Raises: with DEBUG off Django answers its plain 500 page, no traceback."""
+    raise RuntimeError("example failure: this detail must not reach the client")
