@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--h2-max-header-list-size", metavar="BYTES",
                      help=f"largest HTTP/2 request header list (decoded) "
                           f"{_default('h2_max_header_list_size')}")
+    tls.add_argument("--h2-ping-interval", metavar="SECONDS",
+                     help=f"PING an HTTP/2 connection with open streams after this long "
+                          f"without frames from the client, 0 never "
+                          f"{_default('h2_ping_interval')}")
+    tls.add_argument("--h2-ping-timeout", metavar="SECONDS",
+                     help=f"GOAWAY and close when the PING is not answered within this "
+                          f"{_default('h2_ping_timeout')}")
     tls.add_argument("--http3", action="store_true",
                      help="also serve HTTP/3 (QUIC) on a UDP socket; needs TLS (--https or "
                           "--ssl-certfile); responses advertise it with Alt-Svc")

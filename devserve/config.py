@@ -95,6 +95,8 @@ class Config:
     ssl_ciphers: str = "TLSv1"
     h2_max_concurrent_streams: int = 100
     h2_max_header_list_size: int = 16 * 1024
+    h2_ping_interval: float | None = 20.0  # PING a quiet connection with open streams; 0 off
+    h2_ping_timeout: float | None = 20.0  # no PING ACK within this: GOAWAY and close
     execution: ExecutionSetting = "async"  # sync: ASGI requests on SyncWorker threads
     threads: int = 8  # SyncWorker threads per worker slot (WSGI, --execution sync)
     accept_queue: int | None = None  # sync mode: waiting connections before 503
@@ -130,6 +132,8 @@ _MINIMUM: dict[str, float] = {
     "reload_grace": 0.01,
     "h2_max_concurrent_streams": 1,
     "h2_max_header_list_size": 1024,
+    "h2_ping_interval": 0,
+    "h2_ping_timeout": 0,
     "threads": 1,
     "accept_queue": 1,
     "http3_port": 0,

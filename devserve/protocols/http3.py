@@ -146,7 +146,9 @@ class H3ServerConnection:
                     self.ended = True
                     out.append(ConnectionEnded(event.reason_phrase or f"code {event.error_code}"))
                 continue
-            elif isinstance(event, qe.StreamReset):
+            elif isinstance(event, qe.StreamReset | qe.StopSendingReceived):
+                # RESET_STREAM, or STOP_SENDING after the request ended: either way nobody
+                # wants the response any more (a request with FIN reports only the latter).
                 quic.paused.discard(event.stream_id)
                 out.append(StreamReset(event.stream_id))
             if self.h3 is not None:

@@ -172,6 +172,9 @@ class H3Conn:
             elif isinstance(event, StreamReset):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
+                    if not stream.finished:
+                        self.proto.reset(stream.sid, ErrorCode.H3_REQUEST_CANCELLED)
+                        self.schedule_flush()
                     self.stream_gone(stream)
             elif isinstance(event, ConnectionEnded):
                 self._ended()
