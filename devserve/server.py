@@ -69,6 +69,10 @@ def serve(config: Config) -> int:
     mode, reason = choose_mode(config, app_is_object=app_path is None, reload=config.reload)
     loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
                       interface=config.interface)
+    if config.http3 and (loaded.interface == "wsgi" or config.execution == "sync"):
+        raise ConfigError("--http3", "HTTP/3 is served by async workers only; this app runs on "
+                          "sync workers (WSGI or --execution sync)",
+                          hint="drop --http3, or serve an ASGI app with --execution async")
     ssl_context = create_ssl_context(config)
     udp_sockets: list[socket.socket] = []
     if config.http3:
