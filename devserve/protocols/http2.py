@@ -14,6 +14,11 @@ Rules this adapter keeps (the I/O layer relies on them):
 - Draining is two-phase (RFC 9113 §6.8): PING + GOAWAY(2^31-1) at once, so clients stop opening
   streams; on the PING ACK (or a deadline the caller owns) GOAWAY(last processed stream). h2's
   ``close_connection`` would forbid finishing in-flight streams, so these frames are built here.
+- Extended CONNECT (RFC 8441) is allowed only when ``enable_connect_protocol`` advertised it:
+  then ``:protocol`` (with ``:scheme``, ``:path``, ``:authority``) opens a tunnel such as a
+  WebSocket; without it, ``:protocol`` is malformed like any unknown pseudo-header.
+- Keepalive PINGs (:meth:`H2Server.ping`) surface their ACK as :class:`PingAcked`; the caller
+  owns the interval and the deadline.
 - The adapter never touches a socket, a clock or the event loop.
 """
 
@@ -48,6 +53,7 @@ _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
 )
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+_EXTENDED_PSEUDO = _REQUEST_PSEUDO | {b":protocol"}
 _TOKEN_LOWER = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
@@ -63,6 +69,7 @@ class RequestOpened:
     headers: Headers
     end_stream: bool
     expects_continue: bool
+    protocol: bytes | None = None  # extended CONNECT (RFC 8441): ``:protocol``, e.g. websocket
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +124,16 @@ class DrainAcked:
     """The client answered the drain PING: it has seen the first GOAWAY."""
 
 
+@dataclass(frozen=True, slots=True)
+class PingAcked:
+    """The client answered a keepalive PING (any PING but the drain one)."""
+
+    data: bytes
+
+
 H2Event = (
     RequestOpened | BodyData | BodyEnd | StreamReset | ConnectionEnded | WindowOpened
-    | SettingsChanged | DrainAcked
+    | SettingsChanged | DrainAcked | PingAcked
 )
 
 
@@ -130,6 +144,16 @@ class MalformedRequest(ValueError):
 # -- header rules ------------------------------------------------------------------------------
 def parse_request_headers(raw: Headers) -> tuple[bytes, bytes, Headers]:
     """(method, target, regular headers with ``host`` first) or :class:`MalformedRequest`."""
+    method, target, headers, _ = parse_request_head(raw, connect_protocol=False)
+    return method, target, headers
+
+
+def parse_request_head(
+    raw: Headers, *, connect_protocol: bool
+) -> tuple[bytes, bytes, Headers, bytes | None]:
+    """Like :func:`parse_request_headers`, plus ``:protocol`` of an extended CONNECT (RFC 8441
+    §4), accepted only when *connect_protocol* (SETTINGS_ENABLE_CONNECT_PROTOCOL) was sent."""
+    allowed = _EXTENDED_PSEUDO if connect_protocol else _REQUEST_PSEUDO
     pseudo: dict[bytes, bytes] = {}
     headers: Headers = []
     host: bytes | None = None
@@ -137,7 +161,7 @@ def parse_request_headers(raw: Headers) -> tuple[bytes, bytes, Headers]:
         if name[:1] == b":":
             if headers:
                 raise MalformedRequest("pseudo-header after a regular field")
-            if name not in _REQUEST_PSEUDO:
+            if name not in allowed:
                 raise MalformedRequest(f"unknown pseudo-header {name!r}")
             if name in pseudo:
                 raise MalformedRequest(f"duplicate {name!r}")
@@ -163,7 +187,16 @@ def parse_request_headers(raw: Headers) -> tuple[bytes, bytes, Headers]:
     authority = pseudo.get(b":authority")
     if authority is not None and _BAD_VALUE.search(authority) is not None:
         raise MalformedRequest("invalid :authority")
-    if method == b"CONNECT":
+    protocol = pseudo.get(b":protocol")
+    if protocol is not None:
+        if method != b"CONNECT" or authority is None or not protocol:
+            raise MalformedRequest(":protocol needs CONNECT and :authority")
+        if b":scheme" not in pseudo or b":path" not in pseudo:
+            raise MalformedRequest("extended CONNECT needs :scheme and :path")
+        target = pseudo[b":path"]
+        if target[:1] != b"/" or _BAD_VALUE.search(target) is not None or b" " in target:
+            raise MalformedRequest("invalid :path")
+    elif method == b"CONNECT":
         if authority is None or b":scheme" in pseudo or b":path" in pseudo:
             raise MalformedRequest("CONNECT needs :authority and no :scheme/:path")
         target = authority
@@ -181,7 +214,7 @@ def parse_request_headers(raw: Headers) -> tuple[bytes, bytes, Headers]:
         host = authority
     if host is not None:
         headers.insert(0, (b"host", host))
-    return method, target, headers
+    return method, target, headers, protocol
 
 
 def response_headers(status: int, headers: Headers) -> Headers:
@@ -249,22 +282,26 @@ class H2Server:
         max_header_list_size: int = 16 * 1024,
         rapid_reset_limit: int = RAPID_RESET_LIMIT,
         rapid_reset_window: float = RAPID_RESET_WINDOW,
+        enable_connect_protocol: bool = False,
     ) -> None:
         config = h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=False
         )
         conn = h2.connection.H2Connection(config=config)
         codes = h2.settings.SettingCodes
-        conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
-                codes.MAX_HEADER_LIST_SIZE: max_header_list_size,
-            },
-        )
+        initial = {
+            codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+            codes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+        }
+        if enable_connect_protocol:
+            initial[codes.ENABLE_CONNECT_PROTOCOL] = 1
+        conn.local_settings = h2.settings.Settings(client=False, initial_values=initial)
+        if not enable_connect_protocol:  # h2 would send it as 0: say nothing instead
+            del conn.local_settings[codes.ENABLE_CONNECT_PROTOCOL]
         conn.decoder.max_header_list_size = max_header_list_size
         self._h2 = conn
         self._max_streams = max_concurrent_streams
+        self._connect_protocol = enable_connect_protocol
         self._reset_limit = rapid_reset_limit
         self._reset_window = rapid_reset_window
         self._resets: deque[float] = deque()
@@ -340,6 +377,8 @@ class H2Server:
             elif isinstance(event, h2.events.PingAckReceived):
                 if event.ping_data == _DRAIN_PING:
                     events.append(DrainAcked())
+                else:
+                    events.append(PingAcked(bytes(event.ping_data)))
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.ended = True
                 code = int(event.error_code or 0)
@@ -356,7 +395,8 @@ class H2Server:
             self._rejected.add(sid)
             return None
         try:
-            method, target, headers = parse_request_headers(list(event.headers or ()))
+            method, target, headers, protocol = parse_request_head(
+                list(event.headers or ()), connect_protocol=self._connect_protocol)
         except MalformedRequest:
             self._reject(sid)
             return None
@@ -365,7 +405,7 @@ class H2Server:
         self.last_stream_id = max(self.last_stream_id, sid)
         expects = any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
         return RequestOpened(sid, method, target, headers, event.stream_ended is not None,
-                             expects)
+                             expects, protocol)
 
     def _reject(self, stream_id: int) -> None:
         self._rejected.add(stream_id)
@@ -451,6 +491,11 @@ class H2Server:
         """Whether h2 still knows *stream_id* as open (in some direction)."""
         stream = self._h2.streams.get(stream_id)
         return stream is not None and not stream.closed
+
+    def ping(self, payload: bytes) -> None:
+        """A keepalive PING (8 bytes); its ACK comes back as :class:`PingAcked`."""
+        if not self.ended:
+            self._h2.ping(payload)
 
     # -- closing ---------------------------------------------------------------------------
     def start_drain(self) -> None:

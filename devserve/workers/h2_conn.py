@@ -4,8 +4,11 @@
 Backpressure both ways: a stream's body is credited to the client only as the app takes it
 (``receive()``), and ``send()`` waits until the stream's bytes fit the client's flow-control
 window and the transport is not paused, so neither a slow app nor a slow client grows memory.
-Timers: no streams for ``--timeout-keep-alive`` closes the connection (GOAWAY first); the drain
-deadline is checked by the worker's sweep like every other connection deadline.
+Timers: no streams for ``--timeout-keep-alive`` closes the connection (GOAWAY first); with
+streams open but no frame from the client for ``--h2-ping-interval``, a PING goes out, and no
+ACK within ``--h2-ping-timeout`` means a dead peer: GOAWAY and close. These and the drain
+deadline are checked by the worker's sweep like every other connection deadline.
+Extended CONNECT ``:protocol websocket`` (RFC 8441) streams are handed to :class:`H2WebSocket`.
 """
 
 from __future__ import annotations
@@ -18,22 +21,25 @@ from typing import TYPE_CHECKING, Any
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
-from devserve.asgi.cycle import Headers, HTTPCycle
 from devserve.asgi.scope import apply_proxy_headers, http_scope
-from devserve.asgi.types import ASGIApp, Message
+from devserve.asgi.types import ASGIApp
 from devserve.protocols.http2 import (
     BodyData,
     BodyEnd,
     ConnectionEnded,
     DrainAcked,
     H2Server,
+    PingAcked,
     RequestOpened,
     SettingsChanged,
     StreamReset,
     WindowOpened,
     h2c_upgrade_settings,
 )
+from devserve.workers.h2_stream import H2Stream, StreamCycle
+from devserve.workers.h2_ws import H2WebSocket
 from devserve.workers.state import Connection, WorkerState
+from devserve.workers.ws_conn import websocket_scope
 
 if TYPE_CHECKING:
     from devserve.protocols.http1 import RequestHead
@@ -42,159 +48,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("devserve.error")
 
 DRAIN_PING_WAIT = 1.0  # seconds to wait for the drain PING ACK before the final GOAWAY
+_KEEPALIVE_PING = b"devsrvKA"
 _HOP_BY_HOP = frozenset({b"connection", b"upgrade", b"http2-settings", b"keep-alive",
                          b"proxy-connection", b"transfer-encoding"})
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-
-
-class _StreamCycle(HTTPCycle):
-    """HTTPCycle plus what only HTTP/2 needs: credit the client as the app consumes the body,
-    and response trailers (``http.response.start`` with ``trailers: True``)."""
-
-    __slots__ = ("stream",)
-    stream: H2Stream
-
-    async def receive(self) -> Message:
-        message = await super().receive()
-        self.stream.want_body()  # everything queued so far was just handed to the app
-        return message
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.trailers":
-            self.stream.add_trailers(message)
-            return
-        if kind == "http.response.start" and message.get("trailers"):
-            self.stream.expect_trailers = True
-        await super().send(message)
-
-
-class H2Stream:
-    """One request/response exchange; the :class:`CycleOwner` of its cycle."""
-
-    __slots__ = ("body_done", "buf", "closed", "conn", "continue_sent", "cycle",
-                 "expect_trailers", "expects_continue", "finished", "head_sent", "received",
-                 "request_ended", "sid", "sized", "trailers", "unacked", "waiter")
-
-    def __init__(self, conn: H2Protocol, sid: int, expects_continue: bool) -> None:
-        self.conn = conn
-        self.sid = sid
-        self.cycle: _StreamCycle | None = None
-        self.buf = bytearray()  # response bytes waiting for flow-control credit
-        self.body_done = False  # the app sent its last body message
-        self.finished = False  # END_STREAM sent
-        self.closed = False  # reset, or done in both directions: forget it
-        self.head_sent = False
-        self.sized = False  # the response declared a content-length
-        self.request_ended = False
-        self.expects_continue = expects_continue
-        self.continue_sent = False
-        self.expect_trailers = False
-        self.trailers: Headers | None = None
-        self.unacked = 0  # body bytes fed to the cycle, not yet credited to the client
-        self.received = 0
-        self.waiter: asyncio.Future[None] | None = None
-
-    # -- CycleOwner ------------------------------------------------------------------------
-    def write_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
-        if self.closed:
-            return
-        conn = self.conn
-        end_now = end and not body and not self.expect_trailers
-        try:
-            conn.h2.send_head(self.sid, status, headers, end_now)
-        except (ValueError, H2Error) as exc:
-            logger.error("Invalid response head on HTTP/2 stream %d: %s", self.sid, exc)
-            self.abort()
-            return
-        self.head_sent = True
-        if end_now:
-            self.body_done = self.finished = True
-            conn.stream_finished(self)
-        else:
-            self.sized = any(n == b"content-length" for n, _ in headers)
-            self._queue(body, end)
-        conn.schedule_flush()
-
-    def write_body(self, data: bytes, end: bool) -> None:
-        if not self.closed:
-            self._queue(data, end)
-            self.conn.schedule_flush()
-
-    async def wait_writable(self) -> None:
-        conn = self.conn
-        while not self.closed and (self.buf or conn.write_paused):
-            waiter = self.waiter = conn.loop.create_future()
-            await waiter
-
-    def want_body(self) -> None:
-        if self.unacked and not self.closed:
-            self.conn.h2.ack(self.sid, self.unacked)
-            self.unacked = 0
-            self.conn.schedule_flush()
-
-    def send_continue(self) -> None:
-        if self.expects_continue and not self.continue_sent and not self.head_sent:
-            self.continue_sent = True
-            if not self.closed:
-                self.conn.h2.send_continue(self.sid)
-                self.conn.schedule_flush()
-
-    def abort(self) -> None:
-        """Reset this stream only; the connection and its other streams carry on."""
-        if not self.closed:
-            self.conn.h2.reset(self.sid, ErrorCodes.INTERNAL_ERROR)
-            self.conn.stream_gone(self)
-            self.conn.schedule_flush()
-
-    def cycle_done(self, cycle: HTTPCycle) -> None:
-        self.conn.state.request_done(cycle, "2", self.conn.client_str)
-
-    # -- response body and trailers --------------------------------------------------------
-    def _queue(self, data: bytes, end: bool) -> None:
-        if data:
-            self.buf += data
-        if end:
-            self.body_done = True
-        self.conn.pump(self)
-
-    def add_trailers(self, message: Message) -> None:
-        if not self.expect_trailers:
-            logger.warning("ASGI: 'http.response.trailers' without 'trailers: True' ignored")
-            return
-        if self.trailers is None:
-            self.trailers = []
-        self.trailers.extend((bytes(n).lower(), bytes(v)) for n, v in message.get("headers", ()))
-        if message.get("more_trailers", False):
-            return
-        if not self.body_done:
-            raise RuntimeError("ASGI: trailers sent before the response body ended")
-        self.expect_trailers = False
-        if not self.trailers:
-            self.trailers = None  # nothing to send: a plain END_STREAM
-        self.conn.pump(self)
-        self.conn.schedule_flush()
-
-    def task_done(self, task: asyncio.Task[None]) -> None:
-        """The app returned: end a response still waiting for trailers that never came."""
-        if not self.closed and not self.finished and self.body_done:
-            self.expect_trailers = False
-            self.trailers = None
-            self.conn.pump(self)
-            self.conn.schedule_flush()
-
-    def disconnect(self) -> None:
-        self.closed = True
-        self.buf.clear()
-        if self.cycle is not None:
-            self.cycle.mark_disconnected()
-        self.wake()
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            self.waiter = None
-            waiter.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -215,9 +72,11 @@ class H2Protocol(asyncio.Protocol, Connection):
         self.loop = loop
         self.scheme = scheme
         self.h2 = H2Server(max_concurrent_streams=config.h2_max_concurrent_streams,
-                           max_header_list_size=config.h2_max_header_list_size)
+                           max_header_list_size=config.h2_max_header_list_size,
+                           enable_connect_protocol=config.ws != "none")
         self.upgrade = upgrade
         self.streams: dict[int, H2Stream] = {}
+        self.websockets: dict[int, H2WebSocket] = {}  # their output streams are in .streams
         self.blocked: dict[int, H2Stream] = {}  # streams with bytes waiting for credit
         self.transport: asyncio.Transport | None = None
         self.server: tuple[str, int] | None = None
@@ -228,6 +87,8 @@ class H2Protocol(asyncio.Protocol, Connection):
         self._flush_pending = False
         self._idle_deadline: float | None = None
         self._drain_deadline: float | None = None
+        self._last_seen = 0.0  # when the client last sent anything (keepalive PING clock)
+        self._ping_deadline: float | None = None  # a keepalive PING awaits its ACK
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -240,6 +101,7 @@ class H2Protocol(asyncio.Protocol, Connection):
             self.scheme = "https"
         upgrade = self.upgrade
         self.h2.initiate(upgrade.settings if upgrade is not None else None)
+        self._last_seen = self.loop.time()
         if upgrade is not None:
             head = upgrade.head
             headers = [(n, v) for n, v in head.headers if n not in _HOP_BY_HOP]
@@ -253,7 +115,8 @@ class H2Protocol(asyncio.Protocol, Connection):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        for event in self.h2.receive(data, self.loop.time()):
+        now = self._last_seen = self.loop.time()
+        for event in self.h2.receive(data, now):
             if self.closing:
                 return
             if isinstance(event, BodyData):
@@ -261,6 +124,10 @@ class H2Protocol(asyncio.Protocol, Connection):
             elif isinstance(event, RequestOpened):
                 self._open_stream(event)
             elif isinstance(event, BodyEnd):
+                ws = self.websockets.get(event.stream_id)
+                if ws is not None:
+                    ws.end()
+                    continue
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.request_ended = True
@@ -279,6 +146,8 @@ class H2Protocol(asyncio.Protocol, Connection):
                     self.stream_gone(stream)
             elif isinstance(event, DrainAcked):
                 self._finish_drain()
+            elif isinstance(event, PingAcked):
+                self._ping_deadline = None
             elif isinstance(event, ConnectionEnded):
                 if not event.by_peer:
                     logger.info("Closing HTTP/2 connection from %s: %s", self.client_str,
@@ -293,7 +162,7 @@ class H2Protocol(asyncio.Protocol, Connection):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.state.connections.discard(self)
-        self._idle_deadline = self._drain_deadline = None
+        self._idle_deadline = self._drain_deadline = self._ping_deadline = None
         for stream in list(self.streams.values()):
             stream.disconnect()
         self.streams.clear()
@@ -318,6 +187,9 @@ class H2Protocol(asyncio.Protocol, Connection):
     def _open_stream(self, event: RequestOpened) -> None:
         state = self.state
         sid = event.stream_id
+        if event.protocol is not None and not state.shutting_down:
+            self._open_tunnel(event)
+            return
         try:
             scope = http_scope(
                 method=event.method, target=event.target, http_version="2",
@@ -331,7 +203,7 @@ class H2Protocol(asyncio.Protocol, Connection):
         if state.trusted is not None:
             apply_proxy_headers(scope, state.trusted)
         stream = H2Stream(self, sid, event.expects_continue)
-        cycle = _StreamCycle(scope, stream, extra_headers=state.default_headers())
+        cycle = StreamCycle(scope, stream, extra_headers=state.default_headers())
         cycle.stream = stream
         stream.cycle = cycle
         self.streams[sid] = stream
@@ -354,7 +226,44 @@ class H2Protocol(asyncio.Protocol, Connection):
             task.add_done_callback(state.tasks.discard)
         task.add_done_callback(stream.task_done)
 
+    def _open_tunnel(self, event: RequestOpened) -> None:
+        """Extended CONNECT (RFC 8441): a WebSocket; any other ``:protocol`` gets 501."""
+        sid = event.stream_id
+        if event.protocol != b"websocket":
+            self.h2.send_head(sid, 501, [(b"content-length", b"0")], True)
+            return
+        state = self.state
+        try:
+            scope = websocket_scope(
+                head_target=event.target, headers=event.headers,
+                scheme="wss" if self.scheme == "https" else "ws", server=self.server,
+                client=self.client, root_path=state.root_path, state=state.lifespan_state,
+                trusted=state.trusted, http_version="2",
+            )
+        except (UnicodeDecodeError, ValueError):
+            self.h2.reset(sid, ErrorCodes.PROTOCOL_ERROR)
+            return
+        subprotocols: list[str] = []
+        offers: list[bytes] = []
+        for name, value in event.headers:
+            if name == b"sec-websocket-protocol":
+                subprotocols += [p.strip() for p in value.decode("latin-1").split(",")
+                                 if p.strip()]
+            elif name == b"sec-websocket-extensions":
+                offers.append(value)
+        ws = H2WebSocket(self, sid, scope, b", ".join(offers) if offers else None)
+        self.streams[sid] = ws.stream
+        self.websockets[sid] = ws
+        self._idle_deadline = None
+        ws.start_app(subprotocols, any(b"permessage-deflate" in o for o in offers))
+        if event.end_stream:
+            ws.end()
+
     def _on_body(self, event: BodyData) -> None:
+        ws = self.websockets.get(event.stream_id)
+        if ws is not None:
+            ws.feed(event.data, event.flow_length)
+            return
         stream = self.streams.get(event.stream_id)
         cycle = stream.cycle if stream is not None else None
         if stream is None or cycle is None or cycle.response_complete:
@@ -486,6 +395,8 @@ class H2Protocol(asyncio.Protocol, Connection):
             return
         self.h2.start_drain()
         self._drain_deadline = self.loop.time() + DRAIN_PING_WAIT
+        for ws in list(self.websockets.values()):
+            ws.start_draining()  # close 1012 / 1001: the client reconnects elsewhere
         self._flush()
 
     def _finish_drain(self) -> None:
@@ -518,10 +429,32 @@ class H2Protocol(asyncio.Protocol, Connection):
     def check_timeouts(self, now: float) -> None:
         if self.closing:
             return
+        for ws in list(self.websockets.values()):
+            ws.check_timeouts(now)
         if self._drain_deadline is not None and now >= self._drain_deadline:
             self._finish_drain()
         elif self._idle_deadline is not None and now >= self._idle_deadline and not self.streams:
             self._close()
+        elif self._ping_deadline is not None:
+            if now >= self._ping_deadline:
+                logger.info("Closing HTTP/2 connection from %s: no PING ACK within %.1f s",
+                            self.client_str, self.state.config.h2_ping_timeout or 0.0)
+                self._close()
+        elif self.streams and not self.h2.draining:
+            self._keepalive(now)
+        self._flush()
+
+    def _keepalive(self, now: float) -> None:
+        """PING a connection whose client has been silent for the interval (streams open):
+        a dead peer behind a long-lived response is found without any request timing out."""
+        config = self.state.config
+        interval = config.h2_ping_interval
+        if not interval or now - self._last_seen < interval:
+            return
+        self.h2.ping(_KEEPALIVE_PING)
+        self._last_seen = now  # the next PING is an interval away even if this one is lost
+        if config.h2_ping_timeout:
+            self._ping_deadline = now + config.h2_ping_timeout
 
 
 def _addr(value: Any) -> tuple[str, int] | None:
