@@ -133,6 +133,7 @@ class Supervisor:
         self._force_exit = False
         self._force_event = threading.Event()
         self._all_failed_reported = False
+        self._stopping_emitted = False
         # Process mode: where the children's stdout/stderr lines go (a live display sets it;
         # otherwise children write to the terminal directly).
         self.output_sink: Callable[[str], None] | None = None
@@ -675,7 +676,7 @@ class Supervisor:
                     self._emit(LogLine(level="error",
                                        message=reason + " (waiting for a fix to reload)"))
                     continue
-                self._emit(ServerStopping(reason=reason, error=True))
+                self._emit_stopping(reason, error=True)
                 self.exit_code = 1
                 self._shutdown_event.set()
 
@@ -736,9 +737,16 @@ class Supervisor:
             self._emit(WorkerDraining(slot=handle.worker_id, generation=handle.generation))
             handle.shutdown(self._config.timeout_graceful_shutdown)
 
+    def _emit_stopping(self, reason: str, *, error: bool = False) -> None:
+        """One ServerStopping per run, whoever asked first (signal, key, crash budget)."""
+        if not self._stopping_emitted:
+            self._stopping_emitted = True
+            self._emit(ServerStopping(reason=reason, error=error))
+
     def _drain(self) -> None:
         """Stop every worker within ``--timeout-graceful-shutdown`` (per worker), then force."""
         grace = self._config.timeout_graceful_shutdown
+        self._emit_stopping("shutdown requested")
         self._signal_workers_start_draining()
         handles = list(self._handles.values())
         h3_handles = list(self._h3_handles.values())
@@ -799,7 +807,7 @@ class Supervisor:
                 if interrupts["count"] > 1:
                     self.force_exit()
                     return
-            self._emit(ServerStopping(reason=signal.Signals(signum).name))
+            self._emit_stopping(signal.Signals(signum).name)
             self.shutdown()
 
         signal.signal(signal.SIGINT, on_stop)

@@ -42,14 +42,15 @@ def header(s: Snapshot, now: float) -> RenderableType:
     text = Text()
     text.append("devserve ", style="bold magenta")
     text.append(s.app or "?", style="bold")
+    # First line, so it never wraps or scrolls away: which generation serves right now.
+    text.append(f" · generation {s.generation}", style="bold")
     for url in s.urls:
         text.append("  ")
         text.append(url, style="underline cyan")
     text.append("\n")
     gil = "GIL on" if s.gil_enabled else "free-threaded"
     text.append(f"{s.mode} mode ({s.mode_reason}) · {gil} · Python {s.python} · pid {s.pid}"
-                f" · up {_age(now - s.started_at) if s.started_at else '0s'}"
-                f" · generation {s.generation}", style="dim")
+                f" · up {_age(now - s.started_at) if s.started_at else '0s'}", style="dim")
     if s.stopping:
         text.append(f"\nstopping: {s.stopping}", style="bold yellow")
     return text

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from devserve.asgi.types import ASGIApp, Message, Receive, Scope, Send
-from devserve.lifecycle import Event, GenerationPromoted, ReloadCompleted, ReloadFailed
+from devserve.lifecycle import (
+    Event,
+    GenerationPromoted,
+    ReloadCompleted,
+    ReloadFailed,
+    ServerStopping,
+)
 
 PREFIX = "/__devserve__/"
 STREAM_PATH = PREFIX + "livereload"
@@ -44,6 +51,8 @@ class LiveReloadHub:
             self.close_generations_before(event.generation)
         elif isinstance(event, ReloadCompleted):
             self.error = None
+        elif isinstance(event, ServerStopping):
+            self.close_generations_before(sys.maxsize)  # browser streams never hold a stop
         elif isinstance(event, ReloadFailed):
             self.report_error({"error": event.error, "location": event.location,
                                "traceback": event.traceback})

@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from devserve.asgi.lifespan import Lifespan, LifespanFailed
@@ -223,27 +222,10 @@ def h3_process_main(config: Config, sock: socket.socket, slot: int, generation: 
                     conn: Connection) -> None:
     """Entry point of a spawned HTTP/3 worker process (process mode): imports the app fresh,
     reports ``("ready",)`` or ``("failed", message, traceback)``, obeys the pipe's commands."""
-    from devserve.errors import DevserveError
-    from devserve.importer import load_app, load_app_fresh
-    from devserve.logs import configure_logging
-    from devserve.workers.process import send
+    from devserve.workers.process import send, start_child
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    configure_logging(config)
     lock = threading.Lock()
-    try:
-        if generation > 1:
-            dirs = [Path(d) for d in (*config.reload_dirs, config.app_dir)]
-            loaded = load_app_fresh(config.app, dirs=dirs, app_dir=config.app_dir,
-                                    factory=config.factory, interface=config.interface)
-        else:
-            loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
-                              interface=config.interface)
-    except DevserveError as exc:
-        send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None)))
-        raise SystemExit(exc.exit_code) from None
+    loaded = start_child(config, generation, conn, lock)
     app: ASGIApp = loaded.app
     worker = H3Worker(config, AppRef(app, generation), sock, slot=slot, run_lifespan=True)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.shutdown())

@@ -22,6 +22,7 @@ from typing import Any
 
 from devserve.config import Config
 from devserve.errors import DevserveError
+from devserve.importer import LoadedApp
 from devserve.lifecycle import Event, RequestCompleted
 
 
@@ -47,6 +48,31 @@ def send(conn: Connection, lock: threading.Lock, message: tuple[Any, ...]) -> No
             pass  # the Supervisor is gone; the pipe EOF handler shuts us down
 
 
+def start_child(config: Config, generation: int, conn: Connection, lock: threading.Lock
+                ) -> LoadedApp:
+    """What every spawned worker does first: leave Ctrl+C and SIGHUP to the Supervisor, set
+    up logging, import the app fresh (from source after a reload), and report a failed import
+    (message, traceback, file:line) before exiting with its code."""
+    from devserve.importer import load_app, load_app_fresh
+    from devserve.logs import configure_logging
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the Supervisor's call
+    configure_logging(config)
+    try:
+        if generation > 1:
+            dirs = [Path(d) for d in (*config.reload_dirs, config.app_dir)]
+            return load_app_fresh(config.app, dirs=dirs, app_dir=config.app_dir,
+                                  factory=config.factory, interface=config.interface)
+        return load_app(config.app, app_dir=config.app_dir, factory=config.factory,
+                        interface=config.interface)
+    except DevserveError as exc:
+        send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None),
+                          getattr(exc, "location", None)))
+        raise SystemExit(exc.exit_code) from None
+
+
 def process_main(
     config: Config,
     sock: socket.socket,
@@ -67,30 +93,14 @@ def process_main(
             if isinstance(stream, io.TextIOWrapper):
                 stream.reconfigure(line_buffering=True)
     from devserve.asgi.lifespan import LifespanFailed
-    from devserve.importer import load_app, load_app_fresh, user_traceback
-    from devserve.logs import configure_logging
+    from devserve.importer import user_traceback
     from devserve.workers.sync_worker import SyncWorker
     from devserve.workers.worker import Worker
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the Supervisor's call
-    configure_logging(config)
+    lock = threading.Lock()
+    loaded = start_child(config, generation, conn, lock)
     if output is not None:
         logging.getLogger("devserve.access").disabled = True  # the display's request panel
-    lock = threading.Lock()
-    try:
-        if generation > 1:
-            dirs = [Path(d) for d in (*config.reload_dirs, config.app_dir)]
-            loaded = load_app_fresh(config.app, dirs=dirs, app_dir=config.app_dir,
-                                    factory=config.factory, interface=config.interface)
-        else:
-            loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
-                              interface=config.interface)
-    except DevserveError as exc:
-        send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None),
-                          getattr(exc, "location", None)))
-        raise SystemExit(exc.exit_code) from None
     collector = PipeCollector(conn, lock, forward_requests) if forward_events else None
     app = loaded.app
     hub = None
@@ -136,6 +146,8 @@ def process_main(
                 if hub is not None:
                     hub.report_error(command[1])
             elif command == "shutdown":
+                if hub is not None:
+                    hub.close_generations_before(generation + 1)  # browser channel first
                 worker.shutdown()
             elif command == "force":
                 worker.force_stop()
