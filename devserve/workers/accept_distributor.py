@@ -87,37 +87,47 @@ class SyncConnection:
 
 
 class ConnectionQueue:
-    """Connections with a request waiting. ``offer`` (new connections) respects the capacity;
-    ``put`` (parked connections that became readable) always succeeds."""
+    """Connections with a request waiting. ``offer`` (new connections) respects the capacity,
+    counting only new connections waiting; ``put`` (parked connections that became readable,
+    e.g. 200 keep-alive clients closing at once) always succeeds and never crowds new ones
+    out."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: collections.deque[SyncConnection] = collections.deque()
+        self._items: collections.deque[tuple[SyncConnection, bool]] = collections.deque()
+        self._new = 0  # how many queued items came through offer()
         self._cond = threading.Condition()
 
     def offer(self, conn: SyncConnection) -> bool:
         with self._cond:
-            if len(self._items) >= self.capacity:
+            if self._new >= self.capacity:
                 return False
-            self._items.append(conn)
+            self._items.append((conn, True))
+            self._new += 1
             self._cond.notify()
             return True
 
     def put(self, conn: SyncConnection) -> None:
         with self._cond:
-            self._items.append(conn)
+            self._items.append((conn, False))
             self._cond.notify()
 
     def get(self, timeout: float) -> SyncConnection | None:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            conn, is_new = self._items.popleft()
+            if is_new:
+                self._new -= 1
+            return conn
 
     def drain(self) -> list[SyncConnection]:
         with self._cond:
-            items = list(self._items)
+            items = [conn for conn, _ in self._items]
             self._items.clear()
+            self._new = 0
             return items
 
     def __len__(self) -> int:
