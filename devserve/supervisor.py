@@ -122,6 +122,8 @@ class Supervisor:
         self._handles: dict[int, _WorkerHandle] = {}
         self._h3_handles: dict[int, _H3WorkerHandle] = {}
         self._h3_app_ref: Any = None  # thread mode: AppRef that new HTTP/3 streams use
+        self._h3_budgets: dict[int, CrashBudget] = {}
+        self._h3_respawn_at: dict[int, float] = {}
         self._generation = 0
         self._budgets = {slot: CrashBudget() for slot in range(config.workers)}
         self._respawn_at: dict[int, float] = {}
@@ -666,6 +668,7 @@ class Supervisor:
             for slot, when in list(self._respawn_at.items()):
                 if now >= when:
                     self._respawn_worker(slot)
+            self._watch_h3(now)
             if self._budgets and all(b.failed for b in self._budgets.values()) \
                     and not self._all_failed_reported:
                 self._all_failed_reported = True
@@ -679,6 +682,38 @@ class Supervisor:
                 self._emit_stopping(reason, error=True)
                 self.exit_code = 1
                 self._shutdown_event.set()
+
+    def _watch_h3(self, now: float) -> None:
+        """HTTP/3 workers crash-restart like TCP slots: own budget, same backoff rules."""
+        for worker_id, handle in list(self._h3_handles.items()):
+            budget = self._h3_budgets.setdefault(worker_id, CrashBudget())
+            due = self._h3_respawn_at.get(worker_id)
+            if due is not None:
+                if now >= due and self._lifecycle_lock.acquire(blocking=False):
+                    try:
+                        self._h3_respawn_at.pop(worker_id, None)
+                        if not self._shutdown_event.is_set():
+                            self._spawn_h3_worker(worker_id)
+                    finally:
+                        self._lifecycle_lock.release()
+                continue
+            if handle.is_alive() or handle.expected_exit or budget.failed:
+                continue
+            slot = self.worker_count + worker_id
+            code = getattr(handle.target, "exitcode", None)
+            reason = handle.error or (f"exit code {code}" if code is not None else "thread died")
+            self._emit(WorkerCrashed(slot=slot, generation=handle.generation, reason=reason))
+            decision = budget.on_crash(now)
+            if decision.allowed:
+                self._h3_respawn_at[worker_id] = now + decision.backoff
+                self._emit(WorkerRespawnScheduled(
+                    slot=slot, ident=handle.ident, reason=reason,
+                    restarts_used=decision.restarts_used, budget=decision.budget,
+                    window=budget.window, backoff=decision.backoff))
+            else:
+                self._emit(WorkerBudgetExhausted(slot=slot, restarts_used=decision.restarts_used,
+                                                 budget=decision.budget, reason=reason,
+                                                 window=budget.window))
 
     @staticmethod
     def _retired(handle: _WorkerHandle) -> bool:

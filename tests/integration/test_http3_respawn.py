@@ -1,0 +1,39 @@
+"""A killed HTTP/3 worker process is respawned under the crash budget, like a TCP slot."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+from apps import h3_client
+from conftest import ServerFactory
+
+
+def test_killed_h3_worker_is_respawned(start_server: ServerFactory) -> None:
+    server = start_server("h3_app:app", "--https", "--http3", "--no-access-log",
+                          "--worker-mode", "process")
+    server.wait_for(r"\(HTTP/3 over UDP\)")
+    first = json.loads(h3_client.get(server.host, server.port, "/scope").text)
+    h3_pid = first["pid"]
+    assert h3_pid != server.proc.pid
+    start = len(server.lines)
+    os.kill(h3_pid, signal.SIGKILL)
+    server.wait_for(r"Worker \d+ \(h3-0 .*\) died: .*respawning in", start=start, timeout=10)
+
+    deadline = time.monotonic() + 15
+    while True:  # a new HTTP/3 worker answers, with another pid
+        try:
+            again = json.loads(h3_client.get(server.host, server.port, "/scope",
+                                             timeout=2).text)
+            if again["pid"] != h3_pid:
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "HTTP/3 was not served again after the kill"
+        time.sleep(0.05)
+    # TCP kept serving throughout, and the server is still up.
+    assert httpx.get(server.url + "/", verify=False, timeout=5).status_code == 200
+    assert server.proc.poll() is None
