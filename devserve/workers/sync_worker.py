@@ -32,7 +32,7 @@ from devserve.asgi.lifespan import Lifespan, LifespanFailed
 from devserve.asgi.scope import apply_proxy_headers, http_scope
 from devserve.asgi.wsgi import WSGIInput, WSGIResponse, build_environ, run_wsgi
 from devserve.config import Config
-from devserve.lifecycle import LifecycleCollector, RequestCompleted
+from devserve.lifecycle import LifecycleCollector, RequestCompleted, WorkerStats
 from devserve.protocols.http1 import BadRequest, H1Connection, RequestHead
 from devserve.workers.accept_distributor import (
     AcceptDistributor,
@@ -49,6 +49,9 @@ IO_TIMEOUT = 30.0  # a body read or a response write that makes no progress for 
 HANDSHAKE_TIMEOUT = 10.0
 _RANK = {"running": 0, "draining": 1, "shutdown": 2, "force": 3}
 _UNAVAILABLE = b"Service Unavailable\n"
+
+
+STATS_INTERVAL = 0.5  # seconds between WorkerStats gauges when a display listens
 
 
 def queue_capacity(config: Config, workers: int) -> int:
@@ -211,7 +214,10 @@ class SyncWorker:
         self.ready.set()
         if self._mode != "running":
             self._changed.set()
-        self._changed.wait()
+        last: tuple[int, int, int] | None = None
+        while not self._changed.wait(STATS_INTERVAL):
+            if self.state.collector is not None:
+                last = self._emit_stats(last)
         deadline = time.monotonic() + self.grace
         for thread in threads:
             while thread.is_alive() and self._mode != "force" and time.monotonic() < deadline:
@@ -226,6 +232,17 @@ class SyncWorker:
                 self.pool.run(lifespan.shutdown(timeout=self.grace), self.grace + 1.0)
             except Exception:
                 logger.exception("lifespan shutdown failed")
+
+    def _emit_stats(self, last: tuple[int, int, int] | None) -> tuple[int, int, int]:
+        """The dashboard's gauges (connections served or parked, in flight, served), sent
+        only when they changed."""
+        in_flight = self.in_flight
+        stats = (in_flight + self.distributor.idle_count, in_flight, self.state.total_requests)
+        if stats != last and self.state.collector is not None:
+            self.state.collector.emit(WorkerStats(
+                slot=self.slot, generation=self.generation, connections=stats[0],
+                in_flight=stats[1], requests=stats[2]))
+        return stats
 
     def _thread_main(self, index: int) -> None:
         distributor = self.distributor
