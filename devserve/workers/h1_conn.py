@@ -71,7 +71,8 @@ class H1Protocol(asyncio.Protocol, Connection):
         # Deadlines (loop.time()) checked by the worker's timeout sweep: no timer per request.
         self._idle_deadline: float | None = None
         self._head_deadline: float | None = None
-        self._discard_left: int | None = None  # bytes of unread request body still skippable
+        self._discard_left: int | None = None
+        self._announced_close = False  # bytes of unread request body still skippable
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -253,6 +254,11 @@ class H1Protocol(asyncio.Protocol, Connection):
             # Waiting for 100-continue and answered without it: the body may never come.
             headers.append((b"connection", b"close"))
             self.close_after_response = True
+        # Remember whether this response told the client we close: only then may we close
+        # right after it (a keep-alive response followed by a close races the next request).
+        self._announced_close = any(
+            n == b"connection" and b"close" in v.lower() for n, v in headers
+        )
         h1 = self.h1
         data = h1.response_head(status, headers)
         if body:
@@ -298,7 +304,7 @@ class H1Protocol(asyncio.Protocol, Connection):
         self.state.request_done(cycle, cycle.scope["http_version"], self.client_str)
         if self.closing or self.transport is None:
             return
-        if cycle.disconnected or cycle.force_close or self.close_after_response:
+        if cycle.disconnected or self._announced_close or not cycle.response_complete:
             self._close()
             return
         if self.h1.body_unread:
@@ -321,6 +327,15 @@ class H1Protocol(asyncio.Protocol, Connection):
         if self.cycle is None and not self.closing:
             if self.h1.has_buffered_bytes:
                 self._head_deadline = self.loop.time() + self.state.config.timeout_request_header
+            elif self.close_after_response:
+                # Draining began while this keep-alive response was already on its way: hand
+                # the now idle connection to the new generation, or give it the drain grace.
+                handoff = self.state.handoff
+                sock = self.detach_if_idle() if handoff is not None else None
+                if sock is not None and handoff is not None:
+                    handoff(sock)
+                else:
+                    self.start_draining()
             else:
                 self._start_idle_timer()
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,8 @@ class WorkerState:
         self.total_requests = 0
         self.draining = False  # reload drain: finish in-flight, close after, accept nothing new
         self.shutting_down = False  # shutdown: new requests get 503 + Retry-After
+        # Thread-mode reload: where idle connections of a draining worker go (the new gen).
+        self.handoff: Callable[[socket.socket], None] | None = None
         self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
         self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
         self.root_path = config.root_path

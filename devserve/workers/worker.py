@@ -172,7 +172,7 @@ class Worker:
         state = self.state
         if self._mode == "draining":
             state.draining = True
-            handoff = self.handoff
+            handoff = state.handoff = self.handoff
             for conn in list(state.connections):
                 sock = conn.detach_if_idle() if handoff is not None else None
                 if sock is not None and handoff is not None:
