@@ -67,7 +67,6 @@ class HTTPCycle:
         "_event",
         "_final_delivered",
         "_reading_paused",
-        "bytes_sent",
         "disconnected",
         "extra_headers",
         "force_close",
@@ -109,7 +108,6 @@ class HTTPCycle:
         self.response_complete = False
         self.pending_head: tuple[int, Headers] | None = None
         self.status = 0
-        self.bytes_sent = 0
         self.start_time = time.perf_counter()
 
     # -- fed by the connection -------------------------------------------------------------
@@ -190,12 +188,10 @@ class HTTPCycle:
                     headers.append((b"content-length", str(len(body)).encode()))
                 if self.is_head:
                     body = b""
-                self.bytes_sent += len(body)
                 self.owner.write_response(status, headers, body, not more)
             else:
                 if self.is_head:
                     body = b""
-                self.bytes_sent += len(body)
                 self.owner.write_body(body, not more)
             if not more:
                 self._complete()

@@ -34,7 +34,6 @@ class Lifespan:
         self._startup_failed: str | None = None
         self._shutdown_failed: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._error_before_startup = False
 
     async def startup(self) -> None:
         """Run startup; raise :class:`LifespanFailed` if the app reports failure."""

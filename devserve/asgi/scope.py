@@ -68,6 +68,16 @@ class TrustedProxies:
         return hops[0] if hops else ""
 
 
+def socket_address(value: Any) -> tuple[str, int] | None:
+    """An ASGI ``server``/``client`` pair from ``get_extra_info("sockname"/"peername")``; a
+    Unix socket path keeps the tuple shape as ``(path, 0)``."""
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    if isinstance(value, str) and value:
+        return (value, 0)
+    return None
+
+
 def apply_proxy_headers(
     scope: dict[str, Any], trusted: TrustedProxies
 ) -> None:

@@ -78,7 +78,6 @@ class H1Connection:
         "_conn",
         "_max_fields",
         "_max_head",
-        "_request_head",
         "paused",
     )
 
@@ -96,7 +95,6 @@ class H1Connection:
         self._max_head = max_incomplete_event_size
         self._body_limit = max_body_size
         self._body_received = 0
-        self._request_head: RequestHead | None = None
         self.paused = False  # h11 holds a pipelined request until start_next_cycle()
 
     # -- input -----------------------------------------------------------------------------
@@ -135,7 +133,6 @@ class H1Connection:
                 if isinstance(head, BadRequest):
                     events.append(head)
                     return events
-                self._request_head = head
                 self._body_received = 0
                 events.append(head)
             elif isinstance(event, h11.EndOfMessage):
@@ -204,7 +201,6 @@ class H1Connection:
         """Reset for the next pipelined/keep-alive request; False when it must close."""
         if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
             self._conn.start_next_cycle()
-            self._request_head = None
             self.paused = False
             return True
         return False

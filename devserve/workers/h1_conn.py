@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from typing import Any
 
 import h11
 
 from devserve.asgi.cycle import Headers, HTTPCycle
-from devserve.asgi.scope import apply_proxy_headers, http_scope
+from devserve.asgi.scope import apply_proxy_headers, http_scope, socket_address
 from devserve.protocols.http1 import (
     BadRequest,
     BodyChunk,
@@ -26,7 +25,7 @@ from devserve.protocols.http1 import (
     RequestHead,
 )
 from devserve.workers.h2_conn import upgrade_to_h2c
-from devserve.workers.state import Connection, WorkerState
+from devserve.workers.state import Connection, WorkerState, detach_transport_socket
 from devserve.workers.ws_conn import WSProtocol, is_websocket_upgrade, websocket_scope
 
 logger = logging.getLogger("devserve.error")
@@ -35,13 +34,6 @@ _RETRY_AFTER: Headers = [(b"retry-after", b"1")]
 DISCARD_BODY_LIMIT = 1024 * 1024  # unread request body we skip to keep a connection alive
 DRAIN_IDLE_CLOSE = 0.5  # seconds an idle connection may still send one request while draining
 
-
-def _addr(value: Any) -> tuple[str, int] | None:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    if isinstance(value, str) and value:
-        return (value, 0)  # unix socket path: ASGI allows (path, None); keep the tuple shape
-    return None
 
 
 class H1Protocol(asyncio.Protocol, Connection):
@@ -78,8 +70,8 @@ class H1Protocol(asyncio.Protocol, Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self.state.connections.add(self)
-        self.server = _addr(transport.get_extra_info("sockname"))
-        self.client = _addr(transport.get_extra_info("peername"))
+        self.server = socket_address(transport.get_extra_info("sockname"))
+        self.client = socket_address(transport.get_extra_info("peername"))
         self.client_str = f"{self.client[0]}:{self.client[1]}" if self.client else ""
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
@@ -364,17 +356,11 @@ class H1Protocol(asyncio.Protocol, Connection):
             return None
         if self.h1.has_buffered_bytes or self.h1.request_in_progress:
             return None
-        raw = self.transport.get_extra_info("socket")
-        if raw is None or self.transport.get_extra_info("sslcontext") is not None:
-            return None
-        try:
-            sock = socket.socket(fileno=os.dup(raw.fileno()))
-        except OSError:
-            return None
-        self.closing = True
-        self._cancel_timers()
-        self.state.connections.discard(self)
-        self.transport.abort()
+        sock = detach_transport_socket(self.transport)
+        if sock is not None:
+            self.closing = True
+            self._cancel_timers()
+            self.state.connections.discard(self)
         return sock
 
     def force_close(self) -> None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
-from devserve.asgi.scope import apply_proxy_headers, http_scope
+from devserve.asgi.scope import apply_proxy_headers, http_scope, socket_address
 from devserve.asgi.types import ASGIApp
 from devserve.protocols.http2 import (
     BodyData,
@@ -94,8 +94,8 @@ class H2Protocol(asyncio.Protocol, Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self.state.connections.add(self)
-        self.server = _addr(transport.get_extra_info("sockname"))
-        self.client = _addr(transport.get_extra_info("peername"))
+        self.server = socket_address(transport.get_extra_info("sockname"))
+        self.client = socket_address(transport.get_extra_info("peername"))
         self.client_str = f"{self.client[0]}:{self.client[1]}" if self.client else ""
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
@@ -456,13 +456,6 @@ class H2Protocol(asyncio.Protocol, Connection):
         if config.h2_ping_timeout:
             self._ping_deadline = now + config.h2_ping_timeout
 
-
-def _addr(value: Any) -> tuple[str, int] | None:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    if isinstance(value, str) and value:
-        return (value, 0)
-    return None
 
 
 def _special_app(state: WorkerState, path: str) -> tuple[ASGIApp, bool]:

@@ -10,14 +10,13 @@ apply to a client that connected but has not spoken yet.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import Callable
 
 from devserve.protocols.http2 import PREFACE
 from devserve.workers.h1_conn import DRAIN_IDLE_CLOSE, H1Protocol
 from devserve.workers.h2_conn import H2Protocol
-from devserve.workers.state import Connection, WorkerState
+from devserve.workers.state import Connection, WorkerState, detach_transport_socket
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -108,14 +107,8 @@ class SniffProtocol(asyncio.Protocol, Connection):
         """Nothing read yet: the next generation can take the socket as is (thread mode)."""
         if self.closing or self._buffer or self.transport is None:
             return None
-        raw = self.transport.get_extra_info("socket")
-        if raw is None:
-            return None
-        try:
-            sock = socket.socket(fileno=os.dup(raw.fileno()))
-        except OSError:
-            return None
-        self.closing = True
-        self.state.connections.discard(self)
-        self.transport.abort()
+        sock = detach_transport_socket(self.transport)
+        if sock is not None:
+            self.closing = True
+            self.state.connections.discard(self)
         return sock

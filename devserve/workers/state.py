@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -19,6 +20,21 @@ if TYPE_CHECKING:
     from devserve.asgi.cycle import HTTPCycle
 
 access_logger = logging.getLogger("devserve.access")
+
+
+def detach_transport_socket(transport: Any) -> socket.socket | None:
+    """Take a connection's socket away from its event loop (thread-mode reload handoff): dup
+    the fd, then abort the transport; the kernel connection lives on in the dup, so nothing
+    the client sends meanwhile is lost. None for TLS (the session state cannot move)."""
+    raw = transport.get_extra_info("socket")
+    if raw is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    try:
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+    except OSError:
+        return None
+    transport.abort()
+    return sock
 
 
 class Connection:

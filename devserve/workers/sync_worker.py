@@ -29,7 +29,7 @@ import h11
 
 from devserve.asgi.cycle import Headers, HTTPCycle
 from devserve.asgi.lifespan import Lifespan, LifespanFailed
-from devserve.asgi.scope import apply_proxy_headers, http_scope
+from devserve.asgi.scope import apply_proxy_headers, http_scope, socket_address
 from devserve.asgi.wsgi import WSGIInput, WSGIResponse, build_environ, run_wsgi
 from devserve.config import Config
 from devserve.lifecycle import LifecycleCollector, RequestCompleted, WorkerStats
@@ -60,11 +60,6 @@ def queue_capacity(config: Config, workers: int) -> int:
         return config.accept_queue
     return max(64, 4 * config.threads * workers)
 
-
-def _addr(value: Any) -> tuple[str, int] | None:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    return None
 
 
 class SyncWorker:
@@ -284,8 +279,8 @@ class SyncWorker:
                 max_body_size=config.limit_request_body,
             )
             try:
-                conn.server = _addr(conn.sock.getsockname())
-                conn.client = _addr(conn.sock.getpeername())
+                conn.server = socket_address(conn.sock.getsockname())
+                conn.client = socket_address(conn.sock.getpeername())
             except OSError:
                 conn.close()
                 return
