@@ -539,3 +539,48 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     out = [line(headers), line(["-" * w for w in widths])]
     out.extend(line(row) for row in rows)
     return "\n".join(out)
+
+
+def results_path(kind: str, directory: Path | None = None) -> Path:
+    """``<kind>-<date>-<host>.json`` in *directory* (default: benchmarks/results/); a later run
+    the same day gets a ``-2``, ``-3``... suffix and never overwrites an earlier result."""
+    import datetime as dt
+
+    directory = RESULTS_DIR if directory is None else directory
+    stem = f"{kind}-{dt.datetime.now().astimezone().date().isoformat()}-{host_label()}"
+    path = directory / f"{stem}.json"
+    n = 2
+    while path.exists():
+        path = directory / f"{stem}-{n}.json"
+        n += 1
+    return path
+
+
+def summarize_load_runs(servers: list[str], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-server medians of load-generator rounds and devserve/peer ratios (the first
+    server is devserve)."""
+    nan = float("nan")
+    summary: dict[str, Any] = {}
+    for name in servers:
+        mine = [r for r in runs if r["server"] == name]
+        summary[name] = {
+            "requests_per_sec_median": round(median([r["requests_per_sec"] for r in mine]), 1),
+            "p50_ms_median": round(median([r["latency_ms"].get("p50", nan) for r in mine]), 3),
+            "p99_ms_median": round(median([r["latency_ms"].get("p99", nan) for r in mine]), 3),
+            "errors_total": sum(sum(r["errors"].values()) for r in mine),
+            "rounds": len(mine),
+        }
+    ours = summary["devserve"]
+    ratios: dict[str, dict[str, float | None]] = {}
+    for peer in servers[1:]:
+        rps = ratio(ours["requests_per_sec_median"], summary[peer]["requests_per_sec_median"])
+        p99 = ratio(ours["p99_ms_median"], summary[peer]["p99_ms_median"])
+        ratios[peer] = {
+            "requests_per_sec": None if rps is None else round(rps, 3),
+            "p99": None if p99 is None else round(p99, 3),
+        }
+    return {
+        "servers": summary,
+        "ratios_devserve_over": ratios,
+        "ratio_note": "devserve median / peer median; req/s: >1 is better, p99: <1 is better",
+    }

@@ -39,16 +39,15 @@ from typing import Any
 from _common import (
     LOCALHOST,
     REPO_ROOT,
-    RESULTS_DIR,
     ServerError,
     ServerSpec,
     default_loop,
     format_table,
     free_port,
-    host_label,
     machine_info,
     median,
     ratio,
+    results_path,
     running_server,
     sigterm_as_interrupt,
     write_json,
@@ -323,13 +322,7 @@ def print_report(servers: list[str], result: dict[str, Any]) -> None:
 
 
 def default_output() -> Path:
-    stem = f"reload-{dt.datetime.now().astimezone().date().isoformat()}-{host_label()}"
-    path = RESULTS_DIR / f"{stem}.json"
-    n = 2
-    while path.exists():
-        path = RESULTS_DIR / f"{stem}-{n}.json"
-        n += 1
-    return path
+    return results_path("reload")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

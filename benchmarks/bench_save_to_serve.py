@@ -43,15 +43,14 @@ from typing import Any
 from _common import (
     LOCALHOST,
     REPO_ROOT,
-    RESULTS_DIR,
     ServerError,
     ServerSpec,
     _read_response,
     format_table,
     free_port,
-    host_label,
     machine_info,
     percentile,
+    results_path,
     running_server,
     sigterm_as_interrupt,
     write_json,
@@ -369,13 +368,7 @@ def print_report(results: dict[str, dict[str, dict[str, Any]]]) -> None:
 
 
 def default_output() -> Path:
-    stem = f"save-to-serve-{dt.datetime.now().astimezone().date().isoformat()}-{host_label()}"
-    path = RESULTS_DIR / f"{stem}.json"
-    n = 2
-    while path.exists():
-        path = RESULTS_DIR / f"{stem}-{n}.json"
-        n += 1
-    return path
+    return results_path("save-to-serve")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -49,15 +49,14 @@ from typing import Any
 from _common import (
     LOCALHOST,
     REPO_ROOT,
-    RESULTS_DIR,
     ServerError,
     _read_response,
     format_table,
     free_port,
-    host_label,
     machine_info,
     median,
     percentile,
+    results_path,
     sigterm_as_interrupt,
     wait_ready,
     write_json,
@@ -462,13 +461,7 @@ def print_report(summary: dict[str, Any]) -> None:
 
 
 def default_output() -> Path:
-    stem = f"tui-cost-{dt.datetime.now().astimezone().date().isoformat()}-{host_label()}"
-    path = RESULTS_DIR / f"{stem}.json"
-    n = 2
-    while path.exists():
-        path = RESULTS_DIR / f"{stem}-{n}.json"
-        n += 1
-    return path
+    return results_path("tui-cost")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

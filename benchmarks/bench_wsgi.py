@@ -29,20 +29,18 @@ from typing import Any
 from _common import (
     LOCALHOST,
     REPO_ROOT,
-    RESULTS_DIR,
     LoadResult,
     ServerError,
     ServerSpec,
     format_table,
     free_port,
-    host_label,
     machine_info,
-    median,
-    ratio,
+    results_path,
     run_builtin_load,
     run_wrk,
     running_server,
     sigterm_as_interrupt,
+    summarize_load_runs,
     write_json,
     wrk_available,
     wrk_command,
@@ -130,32 +128,6 @@ def run_rounds(servers: list[str], settings: Settings) -> list[dict[str, Any]]:
     return runs
 
 
-def summarize(servers: list[str], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    nan = float("nan")
-    summary: dict[str, Any] = {}
-    for name in servers:
-        mine = [r for r in runs if r["server"] == name]
-        summary[name] = {
-            "requests_per_sec_median": round(median([r["requests_per_sec"] for r in mine]), 1),
-            "p50_ms_median": round(median([r["latency_ms"].get("p50", nan) for r in mine]), 3),
-            "p99_ms_median": round(median([r["latency_ms"].get("p99", nan) for r in mine]), 3),
-            "errors_total": sum(sum(r["errors"].values()) for r in mine),
-            "rounds": len(mine),
-        }
-    ours = summary["devserve"]
-    ratios: dict[str, dict[str, float | None]] = {}
-    for peer in servers[1:]:
-        rps = ratio(ours["requests_per_sec_median"], summary[peer]["requests_per_sec_median"])
-        p99 = ratio(ours["p99_ms_median"], summary[peer]["p99_ms_median"])
-        ratios[peer] = {"requests_per_sec": None if rps is None else round(rps, 3),
-                        "p99": None if p99 is None else round(p99, 3)}
-    return {
-        "servers": summary,
-        "ratios_devserve_over": ratios,
-        "ratio_note": "devserve median / peer median; req/s: >1 is better, p99: <1 is better",
-    }
-
-
 def print_report(servers: list[str], result: dict[str, Any]) -> None:
     summary = result["servers"]
     rows = [[name, f"{summary[name]['requests_per_sec_median']:,.0f}",
@@ -171,14 +143,7 @@ def print_report(servers: list[str], result: dict[str, Any]) -> None:
 
 
 def default_output() -> Path:
-    """One file per day and machine; a later run the same day gets a suffix, never overwrites."""
-    stem = f"wsgi-{dt.datetime.now().astimezone().date().isoformat()}-{host_label()}"
-    path = RESULTS_DIR / f"{stem}.json"
-    n = 2
-    while path.exists():
-        path = RESULTS_DIR / f"{stem}-{n}.json"
-        n += 1
-    return path
+    return results_path("wsgi")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -261,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; servers stopped, nothing written", file=sys.stderr)
         return 130
 
-    result = summarize(servers, runs)
+    result = summarize_load_runs(servers, runs)
     print_report(servers, result)
     record = {
         "benchmark": "wsgi",
