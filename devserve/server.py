@@ -17,11 +17,11 @@ from pathlib import Path
 from devserve.config import Config, find_pyproject, read_env_file
 from devserve.display import attach_display
 from devserve.errors import ConfigError
-from devserve.importer import load_app, reimport_app
 from devserve.lifecycle import FanOutCollector, ServerStarting
 from devserve.logs import configure_logging
 from devserve.net.sockets import bind_socket, bind_with_udp, describe_address
 from devserve.net.tls import create_ssl_context
+from devserve.reload.importer import load_app, reimport_app
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.reloader import Reloader
 from devserve.reload.watcher import PathFilter, Watcher

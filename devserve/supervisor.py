@@ -26,20 +26,8 @@ from typing import Any
 
 from devserve.asgi.lifespan import LifespanFailed
 from devserve.asgi.types import ASGIApp
-from devserve.budget import CrashBudget
 from devserve.config import Config
 from devserve.errors import AppImportError, DevserveError, LifespanStartupError
-from devserve.handles import (
-    StartError,
-    WorkerMode,
-    _H3WorkerHandle,
-    _parallel_join_targets,
-    _target_id,
-    _WorkerHandle,
-    choose_mode,
-    gil_enabled,
-)
-from devserve.importer import user_traceback
 from devserve.lifecycle import (
     Event,
     GenerationPromoted,
@@ -59,9 +47,21 @@ from devserve.lifecycle import (
     WorkerSpawned,
     WorkerStopped,
 )
+from devserve.reload.importer import user_traceback
+from devserve.supervision.budget import CrashBudget
+from devserve.supervision.child import process_main
+from devserve.supervision.handles import (
+    StartError,
+    WorkerMode,
+    _H3WorkerHandle,
+    _parallel_join_targets,
+    _target_id,
+    _WorkerHandle,
+    choose_mode,
+    gil_enabled,
+)
 from devserve.workers.accept_distributor import AcceptDistributor
 from devserve.workers.async_pool import AsyncPool
-from devserve.workers.process import process_main
 from devserve.workers.sync_worker import SyncWorker, queue_capacity
 from devserve.workers.worker import Worker
 
@@ -611,7 +611,7 @@ class Supervisor:
 
     def _h3_ref(self, generation: int, handles: dict[int, _WorkerHandle]) -> Any:
         """An AppRef for *generation*: its (wrapped) app and the lifespan state of its slot 0."""
-        from devserve.workers.h3_conn import AppRef
+        from devserve.serve.h3 import AppRef
 
         assert self._app is not None
         app = self._app

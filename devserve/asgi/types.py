@@ -1,7 +1,14 @@
-"""ASGI type aliases shared by the bridge, the workers and the importer."""
+"""ASGI type aliases shared by the bridge, the connection drivers, the workers and the importer."""
 
 from __future__ import annotations
 
-from devserve.importer import ASGIApp, Message, Receive, Scope, Send
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 __all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send"]

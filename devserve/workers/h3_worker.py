@@ -30,8 +30,8 @@ from devserve.asgi.types import ASGIApp
 from devserve.config import Config
 from devserve.lifecycle import LifecycleCollector, WorkerStats
 from devserve.protocols.http3 import H3Endpoint, server_configuration
-from devserve.workers.h3_conn import AppRef, H3Conn
-from devserve.workers.state import WorkerState
+from devserve.serve.h3 import AppRef, H3Conn
+from devserve.serve.state import WorkerState
 from devserve.workers.worker import new_event_loop
 
 logger = logging.getLogger("devserve.error")
@@ -222,7 +222,7 @@ def h3_process_main(config: Config, sock: socket.socket, slot: int, generation: 
                     conn: Connection) -> None:
     """Entry point of a spawned HTTP/3 worker process (process mode): imports the app fresh,
     reports ``("ready",)`` or ``("failed", message, traceback)``, obeys the pipe's commands."""
-    from devserve.workers.process import send, start_child
+    from devserve.supervision.child import send, start_child
 
     lock = threading.Lock()
     loaded = start_child(config, generation, conn, lock)

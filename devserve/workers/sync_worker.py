@@ -34,6 +34,7 @@ from devserve.asgi.wsgi import WSGIInput, WSGIResponse, build_environ, run_wsgi
 from devserve.config import Config
 from devserve.lifecycle import LifecycleCollector, RequestCompleted, WorkerStats
 from devserve.protocols.http1 import BadRequest, H1Connection, RequestHead
+from devserve.serve.state import WorkerState, access_logger
 from devserve.workers.accept_distributor import (
     AcceptDistributor,
     BlockingH1,
@@ -41,7 +42,6 @@ from devserve.workers.accept_distributor import (
     SyncConnection,
 )
 from devserve.workers.async_pool import AsyncPool
-from devserve.workers.state import WorkerState, access_logger
 
 logger = logging.getLogger("devserve.error")
 

@@ -24,8 +24,8 @@ from devserve.asgi.types import ASGIApp
 from devserve.config import Config
 from devserve.lifecycle import LifecycleCollector, WorkerStats
 from devserve.net.tls import create_ssl_context, tls_enabled
-from devserve.workers.sniff import protocol_factory
-from devserve.workers.state import WorkerState
+from devserve.serve.sniff import protocol_factory
+from devserve.serve.state import WorkerState
 
 logger = logging.getLogger("devserve.error")
 

@@ -28,7 +28,6 @@ from apps.sup_load import KeepAliveLoad, Outcome, longest_gap
 from conftest import APPS, ServerFactory, ServerProcess
 
 from devserve.config import load_config
-from devserve.importer import reimport_app
 from devserve.lifecycle import (
     Event,
     GenerationPromoted,
@@ -43,6 +42,7 @@ from devserve.lifecycle import (
     WorkerStopped,
 )
 from devserve.net.sockets import bind_socket
+from devserve.reload.importer import reimport_app
 from devserve.supervisor import Supervisor
 
 MODES = ["thread", "process"]

@@ -3,7 +3,7 @@ always passed in explicitly."""
 
 from __future__ import annotations
 
-from devserve.budget import CrashBudget, RestartDecision
+from devserve.supervision.budget import CrashBudget, RestartDecision
 
 
 def test_first_crash_is_allowed_with_base_backoff() -> None:

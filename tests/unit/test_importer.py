@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from devserve.errors import AppImportError
-from devserve.importer import (
+from devserve.reload.importer import (
     AppLoadFailure,
     detect_interface,
     import_from_string,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from devserve.importer import AppLoadFailure, load_app, reimport_app
+from devserve.reload.importer import AppLoadFailure, load_app, reimport_app
 
 
 @pytest.fixture(autouse=True)

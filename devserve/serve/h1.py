@@ -24,9 +24,9 @@ from devserve.protocols.http1 import (
     RequestEnd,
     RequestHead,
 )
-from devserve.workers.h2_conn import upgrade_to_h2c
-from devserve.workers.state import Connection, WorkerState, detach_transport_socket
-from devserve.workers.ws_conn import WSProtocol, is_websocket_upgrade, websocket_scope
+from devserve.serve.h2 import upgrade_to_h2c
+from devserve.serve.state import Connection, WorkerState, detach_transport_socket
+from devserve.serve.ws import WSProtocol, is_websocket_upgrade, websocket_scope
 
 logger = logging.getLogger("devserve.error")
 

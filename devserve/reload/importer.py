@@ -15,18 +15,12 @@ import importlib.machinery
 import inspect
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devserve.asgi.types import ASGIApp, Receive, Scope, Send
 from devserve.errors import AppImportError
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -49,7 +43,7 @@ def _location_of(exc: BaseException) -> str:
     return "<unknown>"
 
 
-_OWN_DIR = str(Path(__file__).resolve().parent)
+_OWN_DIR = str(Path(__file__).resolve().parents[1])  # the devserve package
 _IMPORTLIB_DIR = str(Path(importlib.__file__).resolve().parent)
 
 

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from h2.errors import ErrorCodes
 
 from devserve.protocols.websocket import WebSocketConnection
-from devserve.workers.h2_stream import H2Stream
-from devserve.workers.ws_session import Headers, WSSession
+from devserve.serve.h2_stream import H2Stream
+from devserve.serve.ws_session import Headers, WSSession
 
 if TYPE_CHECKING:
-    from devserve.workers.h2_conn import H2Protocol
+    from devserve.serve.h2 import H2Protocol
 
 
 class H2WebSocket(WSSession):

@@ -1,6 +1,6 @@
 """One HTTP/2 stream's request/response exchange: the :class:`CycleOwner` of its HTTPCycle.
 
-Split from :mod:`devserve.workers.h2_conn` so the connection module keeps one job. A stream
+Split from :mod:`devserve.serve.h2` so the connection module keeps one job. A stream
 holds the response bytes waiting for flow-control credit; the connection pumps them into h2.
 An extended-CONNECT WebSocket (RFC 8441) uses a stream too, for its output only.
 """
@@ -19,7 +19,7 @@ from devserve.asgi.cycle import Headers, HTTPCycle
 from devserve.asgi.types import Message
 
 if TYPE_CHECKING:
-    from devserve.workers.h2_conn import H2Protocol
+    from devserve.serve.h2 import H2Protocol
 
 logger = logging.getLogger("devserve.error")
 

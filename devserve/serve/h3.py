@@ -212,7 +212,7 @@ class H3Conn:
             cycle.end_body()
         app = ref.app
         if worker.closing:
-            from devserve.workers.h1_conn import _unavailable
+            from devserve.serve.h1 import _unavailable
 
             app = _unavailable
         task = self.loop.create_task(cycle.run(app))

@@ -22,8 +22,8 @@ from typing import Any
 
 from devserve.config import Config
 from devserve.errors import DevserveError
-from devserve.importer import LoadedApp
 from devserve.lifecycle import Event, RequestCompleted
+from devserve.reload.importer import LoadedApp
 
 
 class PipeCollector:
@@ -53,8 +53,8 @@ def start_child(config: Config, generation: int, conn: Connection, lock: threadi
     """What every spawned worker does first: leave Ctrl+C and SIGHUP to the Supervisor, set
     up logging, import the app fresh (from source after a reload), and report a failed import
     (message, traceback, file:line) before exiting with its code."""
-    from devserve.importer import load_app, load_app_fresh
     from devserve.logs import configure_logging
+    from devserve.reload.importer import load_app, load_app_fresh
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
@@ -93,7 +93,7 @@ def process_main(
             if isinstance(stream, io.TextIOWrapper):
                 stream.reconfigure(line_buffering=True)
     from devserve.asgi.lifespan import LifespanFailed
-    from devserve.importer import user_traceback
+    from devserve.reload.importer import user_traceback
     from devserve.workers.sync_worker import SyncWorker
     from devserve.workers.worker import Worker
 

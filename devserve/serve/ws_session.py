@@ -24,7 +24,7 @@ from devserve.protocols.websocket import (
     WSPong,
     WSRequest,
 )
-from devserve.workers.state import Connection, WorkerState
+from devserve.serve.state import Connection, WorkerState
 
 logger = logging.getLogger("devserve.error")
 

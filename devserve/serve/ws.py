@@ -1,7 +1,7 @@
 """asyncio glue for WebSocket over HTTP/1.1 and the ASGI ``websocket`` scope.
 
 An HTTP/1.1 connection that asks to upgrade is handed here with the transport; wsproto parses
-the handshake. Everything the app sees is :class:`~devserve.workers.ws_session.WSSession`'s
+the handshake. Everything the app sees is :class:`~devserve.serve.ws_session.WSSession`'s
 (shared with WebSocket over HTTP/2): this module only maps its hooks onto the TCP transport.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from devserve.asgi.scope import ASGI_VERSION, apply_proxy_headers, split_target
 from devserve.protocols.websocket import WebSocketConnection
-from devserve.workers.state import WorkerState
-from devserve.workers.ws_session import Headers, WSSession
+from devserve.serve.state import WorkerState
+from devserve.serve.ws_session import Headers, WSSession
 
 
 def is_websocket_upgrade(headers: Headers) -> bool:

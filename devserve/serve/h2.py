@@ -36,14 +36,14 @@ from devserve.protocols.http2 import (
     WindowOpened,
     h2c_upgrade_settings,
 )
-from devserve.workers.h2_stream import H2Stream, StreamCycle
-from devserve.workers.h2_ws import H2WebSocket
-from devserve.workers.state import Connection, WorkerState
-from devserve.workers.ws_conn import websocket_scope
+from devserve.serve.h2_stream import H2Stream, StreamCycle
+from devserve.serve.h2_ws import H2WebSocket
+from devserve.serve.state import Connection, WorkerState
+from devserve.serve.ws import websocket_scope
 
 if TYPE_CHECKING:
     from devserve.protocols.http1 import RequestHead
-    from devserve.workers.h1_conn import H1Protocol
+    from devserve.serve.h1 import H1Protocol
 
 logger = logging.getLogger("devserve.error")
 
@@ -460,7 +460,7 @@ class H2Protocol(asyncio.Protocol, Connection):
 
 def _special_app(state: WorkerState, path: str) -> tuple[ASGIApp, bool]:
     """The app answering instead of the user's (503 or health), and whether it is work."""
-    from devserve.workers.h1_conn import _health_ok, _unavailable  # shared with HTTP/1.1
+    from devserve.serve.h1 import _health_ok, _unavailable  # shared with HTTP/1.1
 
     if state.health_path is not None and path == state.health_path and not (
         state.draining or state.shutting_down

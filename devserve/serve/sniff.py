@@ -14,9 +14,9 @@ import socket
 from collections.abc import Callable
 
 from devserve.protocols.http2 import PREFACE
-from devserve.workers.h1_conn import DRAIN_IDLE_CLOSE, H1Protocol
-from devserve.workers.h2_conn import H2Protocol
-from devserve.workers.state import Connection, WorkerState, detach_transport_socket
+from devserve.serve.h1 import DRAIN_IDLE_CLOSE, H1Protocol
+from devserve.serve.h2 import H2Protocol
+from devserve.serve.state import Connection, WorkerState, detach_transport_socket
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
