@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian-like machine: system tools the
-# tests and benchmarks drive (curl, wrk, h2load, tmux, chromium) and the project with its test extras.
+# tests and benchmarks drive (curl, wrk, h2load, tmux, chromium, haproxy) and the project with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(curl wrk nghttp2-client tmux chromium)
+SYSTEM_PACKAGES=(curl wrk nghttp2-client tmux chromium haproxy)
 missing=()
-for cmd in curl wrk h2load tmux chromium; do
+for cmd in curl wrk h2load tmux chromium haproxy; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 if ((${#missing[@]})); then
