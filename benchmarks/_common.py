@@ -1,43 +1,46 @@
-"""Shared helpers for the devserve benchmarks.
+"""The one runner every benchmark script configures.
 
-Every benchmark does the same dance: find a free port, start a server as a child process, wait
-until it really answers, put load on it, stop it no matter what, and record where the numbers
-came from. Keeping that here means each benchmark script only states *what* it measures.
+A script states *what* it measures: a :class:`Benchmark` (results name, servers, default and
+``--quick`` settings, the :class:`Metric` figures of its report), a function that builds a
+:class:`ServerSpec` (argv, cwd, readiness probe) for a server and port, and a function that
+measures one run. This module does the rest the same way for all of them: common arguments
+(``--rounds --duration --warmup --connections --servers --loop --quick --out --no-save``),
+interleaved rounds in rotating order with a fresh process on a free port per run, always
+stopping the servers, medians per server, devserve/peer ratios side by side, and a JSON result
+named ``<kind>-<date>-<host>.json`` with the machine, settings and exact commands.
 
-Nothing in this module knows about a particular server or benchmark. Stdlib only, so a
-benchmark runs wherever the servers themselves run.
+Helpers live in ``_load.py`` (HTTP/1.1 clients and load generators) and ``_machine.py``.
+Stdlib only; devserve itself is imported only for a TLS certificate.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import contextlib
+import datetime as dt
 import http.client
-import importlib.metadata
 import json
 import os
-import platform
-import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from _load import LOCALHOST, HttpLoad, http_get, wrk_available
+from _machine import REPO_ROOT, host_label, loadavg, machine_info
+
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-LOCALHOST = "127.0.0.1"
-PERCENTILES = (50, 75, 90, 99)
+EXAMPLES = REPO_ROOT / "examples"
+ORDER = "rotating interleave, fresh process and port per run"
 
 
-# --------------------------------------------------------------------------- ports & processes
+# --------------------------------------------------------------------------- servers
 
 
 def free_port(host: str = LOCALHOST) -> int:
@@ -60,9 +63,25 @@ def default_loop() -> str:
     return "uvloop"
 
 
+def dev_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway localhost certificate and key from devserve's dev-certificate code.
+
+    devserve is imported here rather than at the top so the scripts that need no TLS also run
+    where devserve is not importable (the HTTP/1.1 script's ``DEVSERVE_BENCH_CMD`` override).
+    """
+    from devserve.net.tls import ensure_dev_certificate
+
+    dev = ensure_dev_certificate(directory)
+    return dev.cert_path, dev.key_path
+
+
+Probe = Callable[[str, float], tuple[int, bytes]]  # (url, timeout) -> (status, body)
+
+
 @dataclass(frozen=True)
 class ServerSpec:
-    """How to start one server: the exact argv, where, and the URL that proves it is ready."""
+    """How to start one server: the exact argv, where, and how to tell it is ready
+    (``probe`` answers 200 with ``expect_body``)."""
 
     name: str
     argv: Sequence[str]
@@ -70,14 +89,20 @@ class ServerSpec:
     cwd: Path = REPO_ROOT
     env: Mapping[str, str] = field(default_factory=dict)
     expect_body: bytes | None = None
+    probe: Probe = http_get
 
     @property
     def command(self) -> str:
         return subprocess.list2cmdline(list(self.argv))
 
+    def template(self) -> dict[str, str]:
+        """The command with PORT for the port (build the spec with port 0), and its cwd."""
+        command = self.command.replace(f"{LOCALHOST}:0", f"{LOCALHOST}:PORT")
+        return {"command": command.replace("--port 0", "--port PORT"), "cwd": str(self.cwd)}
+
 
 class ServerError(RuntimeError):
-    """A server did not come up (exited early, or never answered before the deadline)."""
+    """A server did not come up (exited early, never answered), or died during a run."""
 
 
 @dataclass
@@ -95,48 +120,31 @@ class RunningServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
-    """One plain HTTP/1.1 GET with a fresh connection; used for readiness and sanity checks."""
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(
-        parts.hostname or LOCALHOST, parts.port or 80, timeout=timeout
-    )
-    try:
-        conn.request("GET", parts.path or "/")
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+def wait_ready(url: str, *, probe: Probe = http_get, expect_body: bytes | None = None,
+               timeout: float = 20.0, interval: float = 0.05,
+               process: subprocess.Popen[bytes] | None = None) -> float:
+    """Probe ``url`` until it answers 200 (with ``expect_body``); the seconds it took.
 
-
-def wait_ready(
-    url: str,
-    *,
-    timeout: float = 20.0,
-    interval: float = 0.05,
-    process: subprocess.Popen[bytes] | None = None,
-) -> float:
-    """Poll ``url`` until it answers 200, returning the seconds it took.
-
-    Polling with a deadline instead of sleeping a fixed time: a fixed sleep is either too
-    short on a slow machine (load hits a half-started server) or wasted time on a fast one.
-    Raises ServerError if the process exits first or the deadline passes.
+    A deadline instead of a fixed sleep: a fixed sleep is either too short on a slow machine
+    (load hits a half-started server) or wasted time on a fast one. Raises ServerError if the
+    process exits first or the deadline passes.
     """
     start = time.monotonic()
     deadline = start + timeout
-    last_error = "no attempt"
+    last = "no attempt"
     while True:
         if process is not None and process.poll() is not None:
             raise ServerError(f"server exited with code {process.returncode} before it was ready")
         try:
-            status, _ = http_get(url, timeout=min(1.0, max(0.05, deadline - time.monotonic())))
-            if status == 200:
+            status, body = probe(url, min(1.0, max(0.05, deadline - time.monotonic())))
+        except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if status == 200 and expect_body in (None, body):
                 return time.monotonic() - start
-            last_error = f"HTTP {status}"
-        except (OSError, http.client.HTTPException) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
+            last = f"HTTP {status} {body[:80]!r}"
         if time.monotonic() >= deadline:
-            raise ServerError(f"not ready after {timeout:.1f}s ({last_error})")
+            raise ServerError(f"not ready after {timeout:.1f}s ({last})")
         time.sleep(interval)
 
 
@@ -156,23 +164,15 @@ def stop_process(process: subprocess.Popen[Any], *, grace: float = 5.0) -> int |
     except subprocess.TimeoutExpired:
         pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if hasattr(os, "killpg"):
-            os.killpg(process.pid, signal.SIGKILL)
-        else:  # pragma: no cover - Windows
-            process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         return process.wait(timeout=grace)
     return None
 
 
 @contextlib.contextmanager
-def running_server(
-    spec: ServerSpec,
-    *,
-    start_timeout: float = 20.0,
-    stop_grace: float = 5.0,
-    log_dir: Path | None = None,
-) -> Iterator[RunningServer]:
+def running_server(spec: ServerSpec, *, start_timeout: float = 20.0, stop_grace: float = 5.0,
+                   log_dir: Path | None = None) -> Iterator[RunningServer]:
     """Start ``spec``, wait until it is ready, yield it, and always stop it (even on Ctrl+C).
 
     Output goes to a log file rather than a pipe: a chatty server writing into a pipe nobody
@@ -181,27 +181,19 @@ def running_server(
     log_dir = log_dir or Path(tempfile.gettempdir())
     log_dir.mkdir(parents=True, exist_ok=True)
     fd, log_name = tempfile.mkstemp(prefix=f"bench-{spec.name}-", suffix=".log", dir=log_dir)
-    log_path = Path(log_name)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
     with os.fdopen(fd, "wb") as log:
         process = subprocess.Popen(
-            list(spec.argv),
-            cwd=spec.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
+            list(spec.argv), cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT,
             # Own session: Ctrl+C in the terminal reaches us, and we stop the server in order.
             start_new_session=True,
         )
-    server = RunningServer(spec=spec, process=process, log_path=log_path)
+    server = RunningServer(spec=spec, process=process, log_path=Path(log_name))
     try:
         try:
-            server.startup_s = wait_ready(spec.url, timeout=start_timeout, process=process)
-            if spec.expect_body is not None:
-                status, body = http_get(spec.url)
-                if status != 200 or body != spec.expect_body:
-                    raise ServerError(f"unexpected answer from {spec.url}: {status} {body[:80]!r}")
+            server.startup_s = wait_ready(spec.url, probe=spec.probe, process=process,
+                                          expect_body=spec.expect_body, timeout=start_timeout)
         except ServerError as exc:
             raise ServerError(
                 f"{spec.name}: {exc}\n  command: {spec.command}\n  log tail:\n{server.log_tail()}"
@@ -209,6 +201,19 @@ def running_server(
         yield server
     finally:
         stop_process(process, grace=stop_grace)
+
+
+def measure_server(spec: ServerSpec, measure: Callable[[RunningServer], Mapping[str, Any]], *,
+                   start_timeout: float, log_dir: Path | None = None) -> dict[str, Any]:
+    """One run: start ``spec``, ``measure`` it, stop it; a server that died during the run
+    fails the benchmark (its numbers would be about a crash, not the server)."""
+    with running_server(spec, start_timeout=start_timeout, log_dir=log_dir) as server:
+        result = measure(server)
+        crashed = server.process.poll() is not None
+    if crashed:
+        raise ServerError(f"{spec.name} exited during the run\n{server.log_tail()}")
+    return {"command": spec.command, "cwd": str(spec.cwd),
+            "startup_s": round(server.startup_s, 3), **result}
 
 
 def sigterm_as_interrupt() -> None:
@@ -221,216 +226,32 @@ def sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, _raise)
 
 
-# --------------------------------------------------------------------------- load results
+# --------------------------------------------------------------------------- rounds
 
 
-@dataclass
-class LoadResult:
-    """What one load run measured; the same shape whichever load generator produced it."""
-
-    tool: str
-    requests: int
-    duration_s: float
-    requests_per_sec: float
-    latency_ms: dict[str, float]  # "p50", "p75", "p90", "p99"
-    errors: dict[str, int]  # connect/read/write/timeout/status (non-2xx/3xx)
-    raw: str = ""
-
-    @property
-    def p99_ms(self) -> float:
-        return self.latency_ms.get("p99", float("nan"))
-
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
-    def to_json(self, *, include_raw: bool = False) -> dict[str, Any]:
-        data = asdict(self)
-        if not include_raw:
-            data.pop("raw")
-        return data
+def run_rounds(servers: Sequence[str], rounds: int,
+               one_run: Callable[[str, str | None], Mapping[str, Any]], *,
+               line: Callable[[Mapping[str, Any]], str], variants: Sequence[str] = (),
+               variant_key: str = "variant") -> list[dict[str, Any]]:
+    """Every server once per round (and per variant: mode, scenario, app), the order rotating
+    each round (d,u / u,d / ...) so slow drift on the machine hits every server alike."""
+    runs: list[dict[str, Any]] = []
+    width = max(len(name) for name in servers)
+    for round_no in range(1, rounds + 1):
+        shift = (round_no - 1) % len(servers)
+        order = [*servers[shift:], *servers[:shift]]
+        for variant in variants or [None]:
+            where = f" {variant}" if variant else ""
+            for name in order:
+                print(f"  round {round_no}/{rounds}{where}: {name:<{width}}  ", end="", flush=True)
+                run = {"round": round_no, **({variant_key: variant} if variant else {}),
+                       "server": name, **one_run(name, variant)}
+                print(line(run), flush=True)
+                runs.append(run)
+    return runs
 
 
-_TIME_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-
-
-def parse_duration_ms(text: str) -> float:
-    """``"812.00us"`` / ``"2.31ms"`` / ``"1.02s"`` (wrk's units) → milliseconds."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*(us|ms|s|m|h)\s*", text)
-    if not match:
-        raise ValueError(f"not a wrk duration: {text!r}")
-    return float(match.group(1)) * _TIME_UNITS_MS[match.group(2)]
-
-
-def parse_wrk(output: str) -> LoadResult:
-    """Parse ``wrk --latency`` output. Raises ValueError when the run produced no numbers."""
-    rps_match = re.search(r"^Requests/sec:\s*([0-9.]+)", output, re.MULTILINE)
-    total_match = re.search(r"^\s*(\d+) requests in ([0-9.]+\w+),", output, re.MULTILINE)
-    if not rps_match or not total_match:
-        raise ValueError(f"unrecognised wrk output:\n{output}")
-    latency: dict[str, float] = {}
-    for pct, value in re.findall(r"^\s+(\d+(?:\.\d+)?)%\s+([0-9.]+\w+)\s*$", output, re.MULTILINE):
-        latency[f"p{float(pct):g}"] = parse_duration_ms(value)
-    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status": 0}
-    sock_match = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    if sock_match:
-        for key, value in zip(
-            ("connect", "read", "write", "timeout"), sock_match.groups(), strict=True
-        ):
-            errors[key] = int(value)
-    status_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if status_match:
-        errors["status"] = int(status_match.group(1))
-    return LoadResult(
-        tool="wrk",
-        requests=int(total_match.group(1)),
-        duration_s=parse_duration_ms(total_match.group(2)) / 1e3,
-        requests_per_sec=float(rps_match.group(1)),
-        latency_ms=latency,
-        errors=errors,
-        raw=output,
-    )
-
-
-def wrk_available() -> bool:
-    return shutil.which("wrk") is not None
-
-
-def wrk_command(url: str, *, threads: int, connections: int, duration_s: int) -> list[str]:
-    """wrk takes whole-number durations; ``--latency`` adds the percentile block we parse."""
-    return [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration_s}s",
-        "--latency",
-        url,
-    ]
-
-
-def run_wrk(url: str, *, threads: int, connections: int, duration_s: int) -> LoadResult:
-    argv = wrk_command(url, threads=threads, connections=connections, duration_s=duration_s)
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=duration_s + 30, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
-    return parse_wrk(proc.stdout)
-
-
-# --------------------------------------------------------------------------- built-in load
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (what wrk reports too), on an already sorted sequence."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * pct // 100))  # ceil without floats drifting
-    return float(sorted_values[min(len(sorted_values), int(rank)) - 1])
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one HTTP/1.1 response fully; return (status, connection_must_close)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip().lower()
-    close = headers.get("connection") == "close"
-    if status < 200 or status in (204, 304):
-        return status, close
-    if "content-length" in headers:
-        await reader.readexactly(int(headers["content-length"]))
-    elif "chunked" in headers.get("transfer-encoding", ""):
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)  # chunk data (or trailer end) + CRLF
-            if size == 0:
-                break
-    else:
-        await reader.read()  # body delimited by the server closing the connection
-        close = True
-    return status, close
-
-
-async def _builtin_load(url: str, connections: int, duration_s: float) -> LoadResult:
-    parts = urlsplit(url)
-    host, port = parts.hostname or LOCALHOST, parts.port or 80
-    path = parts.path or "/"
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-    latencies: list[float] = []
-    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status": 0}
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    stop_at = start + duration_s
-
-    async def client() -> None:
-        writer: asyncio.StreamWriter | None = None
-        reader: asyncio.StreamReader | None = None
-        while loop.time() < stop_at:
-            if writer is None:
-                try:
-                    reader, writer = await asyncio.open_connection(host, port)
-                except OSError:
-                    errors["connect"] += 1
-                    await asyncio.sleep(0.01)
-                    continue
-            assert reader is not None
-            sent = time.perf_counter()
-            try:
-                writer.write(request)  # one request in flight per connection: no pipelining
-                await writer.drain()
-            except OSError:
-                errors["write"] += 1
-                writer.close()
-                writer = None
-                continue
-            try:
-                status, close = await asyncio.wait_for(_read_response(reader), timeout=2.0)
-            except TimeoutError:
-                errors["timeout"] += 1
-                close = True
-            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-                errors["read"] += 1
-                close = True
-            else:
-                latencies.append((time.perf_counter() - sent) * 1e3)
-                if not 200 <= status < 400:
-                    errors["status"] += 1
-            if close:
-                writer.close()
-                writer = None
-        if writer is not None:
-            writer.close()
-
-    await asyncio.gather(*(client() for _ in range(connections)))
-    elapsed = loop.time() - start
-    latencies.sort()
-    return LoadResult(
-        tool="builtin-asyncio",
-        requests=len(latencies),
-        duration_s=elapsed,
-        requests_per_sec=len(latencies) / elapsed if elapsed > 0 else 0.0,
-        latency_ms={f"p{p}": percentile(latencies, p) for p in PERCENTILES},
-        errors=errors,
-    )
-
-
-def run_builtin_load(url: str, *, connections: int, duration_s: float) -> LoadResult:
-    """Fallback when wrk is missing: keep-alive clients, one request in flight each.
-
-    Pure Python, so it saturates well below wrk and its latencies include client overhead.
-    Numbers are comparable *between servers in the same run*, not with wrk runs.
-    """
-    return asyncio.run(_builtin_load(url, connections, duration_s))
-
-
-# --------------------------------------------------------------------------- reporting
+# --------------------------------------------------------------------------- summary and report
 
 
 def median(values: Sequence[float]) -> float:
@@ -441,88 +262,76 @@ def median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    if not denominator or denominator != denominator:  # zero or NaN
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator or denominator != denominator:  # None, 0 or NaN
         return None
     return numerator / denominator
 
 
-def package_versions(names: Sequence[str]) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+def _clean(value: Any) -> Any:
+    """Rounded for the JSON file; NaN (no values) becomes null."""
+    if isinstance(value, float):
+        return None if value != value else round(value, 3)
+    return value
 
 
-def tool_version(argv: Sequence[str]) -> str | None:
-    """First output line of ``argv`` (e.g. ``wrk -v``, which exits 1 but prints its version)."""
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    lines = (proc.stdout or proc.stderr).strip().splitlines()
-    return lines[0].strip() if lines else None
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a report: read from each run (a number, or a list of them), folded across
+    the rounds (median by default), and, when ``better`` says which way is good, compared as a
+    devserve/peer ratio."""
+
+    name: str  # its key in the summary, e.g. "p99_ms_median"
+    get: Callable[[Mapping[str, Any]], Any]
+    fold: Callable[[list[Any]], Any] = median
+    label: str = ""  # column header of the printed table; empty: in the JSON only
+    fmt: str = "{:,.2f}"
+    better: str | None = None  # "higher" | "lower"
+
+    def show(self, value: Any) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, bool):
+            return "yes" if value else "NO"
+        return self.fmt.format(value)
 
 
-def _cpu_model() -> str | None:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or None
+def _fold(runs: list[dict[str, Any]], metrics: Sequence[Metric]) -> dict[str, Any]:
+    folded: dict[str, Any] = {}
+    for metric in metrics:
+        values: list[Any] = []
+        for run in runs:
+            value = metric.get(run)
+            values.extend(value if isinstance(value, list) else [value])
+        folded[metric.name] = _clean(metric.fold(values))
+    folded["rounds"] = len(runs)
+    return folded
 
 
-def _git_commit() -> str | None:
-    """The commit benchmarked (read-only ``git rev-parse``); None outside a checkout."""
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+def summarize(runs: list[dict[str, Any]], servers: Sequence[str], metrics: Sequence[Metric], *,
+              variants: Sequence[str] = (), variant_key: str = "variant") -> dict[str, Any]:
+    """Per-server figures and ``ours/peer`` ratios (ours: the servers named devserve...),
+    keyed by variant first when there are variants."""
+    ours = [s for s in servers if s.startswith("devserve")]
+    peers = [s for s in servers if s not in ours]
+    compared = [m for m in metrics if m.better]
 
+    def one(mine: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+        figures = {s: _fold([r for r in mine if r["server"] == s], metrics) for s in servers}
+        ratios = {f"{o}/{p}": {m.name: _clean(ratio(figures[o][m.name], figures[p][m.name]))
+                               for m in compared} for o in ours for p in peers}
+        return figures, ratios
 
-def machine_info(
-    packages: Sequence[str] = (), tools: Mapping[str, Sequence[str]] | None = None
-) -> dict[str, Any]:
-    """Where the numbers came from: a ratio means little without the machine that produced it."""
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_usable": len(affinity) if affinity is not None else os.cpu_count(),
-        "python": sys.version.split()[0],
-        "python_implementation": platform.python_implementation(),
-        "packages": package_versions(packages),
-        "tools": {name: tool_version(argv) for name, argv in (tools or {}).items()},
-        "git_commit": _git_commit(),
-    }
-
-
-def host_label() -> str:
-    """Hostname safe for a filename, or ``local`` when there is none."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-.")
-    return name or "local"
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    return path
+    if not variants:
+        figures, ratios = one(runs)
+    else:
+        pairs = {v: one([r for r in runs if r.get(variant_key) == v]) for v in variants}
+        figures = {v: pair[0] for v, pair in pairs.items()}
+        ratios = {v: pair[1] for v, pair in pairs.items()}
+    note = ", ".join(f"{m.label or m.name}: {'>' if m.better == 'higher' else '<'}1 is better"
+                     for m in compared)
+    return {"servers": figures, "ratios": ratios,
+            "ratio_note": f"devserve median / peer median; {note}" if compared else ""}
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -536,16 +345,57 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         ]
         return "  ".join(padded).rstrip()
 
-    out = [line(headers), line(["-" * w for w in widths])]
-    out.extend(line(row) for row in rows)
-    return "\n".join(out)
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def report(result: Mapping[str, Any], metrics: Sequence[Metric],
+           variants: Sequence[str] = ()) -> str:
+    """The medians table, then one line per devserve/peer pair with its ratios."""
+    shown = [m for m in metrics if m.label]
+    by_variant = ({v: result["servers"][v] for v in variants} if variants
+                  else {"": result["servers"]})
+    rows = [[f"{v} {name}".strip(), *(m.show(figures[m.name]) for m in shown)]
+            for v, per_server in by_variant.items() for name, figures in per_server.items()]
+    lines = ["", format_table(["server", *(m.label for m in shown)], rows), ""]
+    ratios = {v: result["ratios"][v] for v in variants} if variants else {"": result["ratios"]}
+    for v, pairs in ratios.items():
+        for pair, values in pairs.items():
+            parts = [f"{m.label.split(' (')[0] or m.name} {_times(values[m.name])}"
+                     f" ({m.better} is better)" for m in metrics if m.name in values]
+            lines.append(f"{v + ': ' if v else ''}{pair}: " + "   ".join(parts))
+    return "\n".join(lines)
+
+
+# Closed-loop HTTP load runs (LoadResult records): bench_http, bench_wsgi.
+LOAD_METRICS = (
+    Metric("requests_per_sec_median", lambda r: r["requests_per_sec"], label="req/s (median)",
+           fmt="{:,.0f}", better="higher"),
+    Metric("p50_ms_median", lambda r: r["latency_ms"].get("p50"), label="p50 ms"),
+    Metric("p99_ms_median", lambda r: r["latency_ms"].get("p99"), label="p99 ms",
+           better="lower"),
+    Metric("errors_total", lambda r: sum(r["errors"].values()), fold=sum, label="errors",
+           fmt="{}"),
+)
+
+
+def load_line(run: Mapping[str, Any]) -> str:
+    """The progress line of one closed-loop load run."""
+    errors = sum(run["errors"].values())
+    note = f"  ({errors} errors!)" if errors else ""
+    return (f"{run['requests_per_sec']:>10,.0f} req/s  p99 {run['latency_ms'].get('p99', 0):7.2f}"
+            f" ms  (ready in {run['startup_s']:.2f}s){note}")
+
+
+# --------------------------------------------------------------------------- results
 
 
 def results_path(kind: str, directory: Path | None = None) -> Path:
     """``<kind>-<date>-<host>.json`` in *directory* (default: benchmarks/results/); a later run
     the same day gets a ``-2``, ``-3``... suffix and never overwrites an earlier result."""
-    import datetime as dt
-
     directory = RESULTS_DIR if directory is None else directory
     stem = f"{kind}-{dt.datetime.now().astimezone().date().isoformat()}-{host_label()}"
     path = directory / f"{stem}.json"
@@ -556,31 +406,197 @@ def results_path(kind: str, directory: Path | None = None) -> Path:
     return path
 
 
-def summarize_load_runs(servers: list[str], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-server medians of load-generator rounds and devserve/peer ratios (the first
-    server is devserve)."""
-    nan = float("nan")
-    summary: dict[str, Any] = {}
-    for name in servers:
-        mine = [r for r in runs if r["server"] == name]
-        summary[name] = {
-            "requests_per_sec_median": round(median([r["requests_per_sec"] for r in mine]), 1),
-            "p50_ms_median": round(median([r["latency_ms"].get("p50", nan) for r in mine]), 3),
-            "p99_ms_median": round(median([r["latency_ms"].get("p99", nan) for r in mine]), 3),
-            "errors_total": sum(sum(r["errors"].values()) for r in mine),
-            "rounds": len(mine),
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def pick(parser: argparse.ArgumentParser, flag: str, text: str,
+         choices: Sequence[str]) -> list[str]:
+    """A comma-separated subset of ``choices`` (deduplicated, in the order given)."""
+    chosen = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not chosen or set(chosen) - set(choices):
+        parser.error(f"{flag}: choose from {', '.join(choices)} (got {text!r})")
+    return chosen
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+_COMMON_HELP = {
+    "rounds": "rounds per server",
+    "duration": "seconds of load measured per run",
+    "warmup": "discarded warm-up seconds per run",
+    "connections": "concurrent client connections",
+}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What a script configures; ``full``/``quick`` hold the defaults of the common arguments
+    it uses (and of its own arguments whose default is None)."""
+
+    kind: str  # results file prefix and the record's "benchmark"
+    title: str  # first word(s) of the header line
+    description: str  # --help
+    servers: Sequence[str]  # every server (or configuration) it can compare, devserve first
+    full: Mapping[str, float]
+    quick: Mapping[str, float]
+    metrics: Sequence[Metric]
+    default_servers: Sequence[str] = ()
+    packages: Sequence[str] = ()
+    tools: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    aliases: Mapping[str, Sequence[str]] = field(default_factory=dict)  # {"connections": ...}
+    variant_key: str = "variant"
+    loop: bool = False  # --loop for every server
+    http_load: bool = False  # --load wrk|builtin and --threads (wrk threads)
+    start_timeout: float = 20.0
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(description=self.description)
+        for key, text in _COMMON_HELP.items():
+            if key in self.full:
+                default = self.full[key]
+                quick = f"; quick: {self.quick[key]}" if key in self.quick else ""
+                parser.add_argument(f"--{key}", *self.aliases.get(key, ()), type=type(default),
+                                    help=f"{text} ({default}{quick})")
+        parser.add_argument("--servers", *self.aliases.get("servers", ()),
+                            default=",".join(self.default_servers or self.servers),
+                            help=f"comma-separated, from {','.join(self.servers)} "
+                                 f"(default {','.join(self.default_servers or self.servers)})")
+        if "devserve" in self.servers:
+            parser.add_argument("--peers", help="the same as --servers devserve,PEERS")
+        if self.loop:
+            parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                                help="event loop for every server (auto: uvloop if importable)")
+        if self.http_load:
+            parser.add_argument("--load", choices=["auto", "wrk", "builtin"], default="auto",
+                                help="load generator (auto: wrk if installed, else built-in)")
+            parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+        parser.add_argument("--quick", action="store_true", help="a short smoke run")
+        parser.add_argument("--start-timeout", type=float, default=self.start_timeout,
+                            help=f"readiness deadline in seconds ({self.start_timeout:g})")
+        parser.add_argument("--out", "--output", type=Path,
+                            help="result JSON file, or an existing directory for the usual name"
+                                 " (default benchmarks/results/<kind>-<date>-<host>.json)")
+        parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
+        return parser
+
+    def parse(self, parser: argparse.ArgumentParser, argv: Sequence[str] | None
+              ) -> argparse.Namespace:
+        args = parser.parse_args(argv)
+        for key, value in {**self.full, **(self.quick if args.quick else {})}.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+        low = [k for k in ("rounds", "duration", "connections") if k in self.full
+               and getattr(args, k) <= 0]
+        if low or ("warmup" in self.full and args.warmup < 0):
+            parser.error("--rounds, --duration, --connections must be > 0, --warmup >= 0")
+        servers = f"devserve,{args.peers}" if getattr(args, "peers", None) else args.servers
+        args.servers = pick(parser, "--servers", servers, self.servers)
+        if self.loop:
+            args.loop = default_loop() if args.loop == "auto" else args.loop
+        if self.http_load:
+            args.load = args.load if args.load != "auto" else (
+                "wrk" if wrk_available() else "builtin")
+            if args.load == "wrk" and not wrk_available():
+                parser.error("wrk is not installed; use --load builtin")
+        return args
+
+    def http_load_of(self, args: argparse.Namespace) -> HttpLoad:
+        return HttpLoad(args.load, args.connections, args.threads)
+
+    def load_run(self, spec: ServerSpec, args: argparse.Namespace) -> dict[str, Any]:
+        """One closed-loop load run on a fresh server: the warm-up (discarded), the measure."""
+        load = self.http_load_of(args)
+        return measure_server(spec, lambda server: load.measure(
+            spec.url, warmup_s=args.warmup, duration_s=args.duration).to_json(),
+            start_timeout=args.start_timeout)
+
+    def settings(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The common arguments as the record's settings."""
+        names = {"rounds": "rounds", "duration": "duration_s", "warmup": "warmup_s",
+                 "connections": "connections"}
+        settings: dict[str, Any] = {names[k]: getattr(args, k) for k in names if k in self.full}
+        if self.loop:
+            settings["loop"] = args.loop
+        if self.http_load:
+            settings |= {"load_generator": self.http_load_of(args).name,
+                         "load_threads": args.threads}
+        return settings
+
+    def output(self, args: argparse.Namespace, *, scratch: bool = False) -> Path | None:
+        """Where the record goes; a ``scratch`` run (not a devserve result) defaults to the
+        temp dir and may not write into benchmarks/results/."""
+        if args.no_save:
+            return None
+        if args.out is not None and not args.out.is_dir():
+            path: Path = args.out
+        else:
+            path = results_path(self.kind, args.out or (
+                Path(tempfile.gettempdir()) if scratch else None))
+        if scratch and RESULTS_DIR.resolve() in path.resolve().parents:
+            raise SystemExit(f"refusing {path}: results/ holds real devserve results only")
+        return path
+
+    def run(self, args: argparse.Namespace,
+            one_run: Callable[[str, str | None], Mapping[str, Any]], *,
+            line: Callable[[Mapping[str, Any]], str], header: str, variants: Sequence[str] = (),
+            settings: Mapping[str, Any] | None = None, commands: Mapping[str, Any] | None = None,
+            extra: Mapping[str, Any] | None = None,
+            conclude: Callable[[dict[str, Any]], list[str]] | None = None,
+            notes: Sequence[str] = (), scratch: bool = False) -> int:
+        """Rounds, report, record: the exit status of the script (2: a server or the load
+        failed, 130: interrupted; servers are stopped either way)."""
+        sigterm_as_interrupt()
+        path = self.output(args, scratch=scratch)
+        print(f"{self.title}: {' vs '.join(args.servers)} | {header} | {args.rounds} round(s)")
+        if self.http_load and args.load == "builtin":
+            notes = [*notes, "wrk not used; the Python load generator caps req/s, compare ratios"]
+        for note in notes:
+            print(f"  NOTE: {note}")
+        load_before = loadavg()
+        try:
+            runs = run_rounds(args.servers, args.rounds, one_run, line=line, variants=variants,
+                              variant_key=self.variant_key)
+        except ServerError as exc:
+            print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
+            return 2
+        except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+            print(f"\nload run failed (servers stopped): {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted; servers stopped, nothing written", file=sys.stderr)
+            return 130
+        result = summarize(runs, args.servers, self.metrics, variants=variants,
+                           variant_key=self.variant_key)
+        extra_lines = conclude(result) if conclude else []
+        print("\n".join([report(result, self.metrics, variants), *extra_lines]))
+        if path is None:
+            return 0
+        record = {
+            "benchmark": self.kind,
+            "timestamp": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "settings": {**self.settings(args), "servers": args.servers, "order": ORDER,
+                         **(settings or {})},
+            "commands": dict(commands or {}),
+            "loadavg_1_5_15": {"before": load_before, "after": loadavg()},
+            "machine": machine_info(self.packages, self.tools),
+            **(extra or {}),
+            **result,
+            "runs": runs,
         }
-    ours = summary["devserve"]
-    ratios: dict[str, dict[str, float | None]] = {}
-    for peer in servers[1:]:
-        rps = ratio(ours["requests_per_sec_median"], summary[peer]["requests_per_sec_median"])
-        p99 = ratio(ours["p99_ms_median"], summary[peer]["p99_ms_median"])
-        ratios[peer] = {
-            "requests_per_sec": None if rps is None else round(rps, 3),
-            "p99": None if p99 is None else round(p99, 3),
-        }
-    return {
-        "servers": summary,
-        "ratios_devserve_over": ratios,
-        "ratio_note": "devserve median / peer median; req/s: >1 is better, p99: <1 is better",
-    }
+        write_json(path, record)
+        print(f"\nresults written to {path}")
+        return 0
+
+
+# Transitional, for the scripts not yet on the runner; removed once they are.
+from _load import percentile as percentile  # noqa: E402
+from _load import read_response  # noqa: E402
+
+
+async def _read_response(reader: Any) -> tuple[int, bool]:
+    status, _, close = await read_response(reader)
+    return status, close
