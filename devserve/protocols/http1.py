@@ -6,12 +6,20 @@ Rules this adapter keeps (the I/O layer relies on them):
   to finish; call ``start_next_cycle()`` after the response and then ``next_events()`` again.
   Requests are therefore answered strictly in order.
 - A request that breaks the protocol or a limit becomes one :class:`BadRequest` event carrying
-  the status (400, 413, 431); the caller writes ``error_response(status)`` and closes.
+  the status (400, 413, 431, 501); the caller writes ``error_response(status)`` and closes. After
+  that the adapter repeats the same event: nothing more is parsed on that connection.
+- Strict RFC 9112 framing: h11 already rejects bare CR, whitespace before the colon, invalid or
+  conflicting Content-Length, a missing or repeated Host and bad chunk sizes. Where it is lenient
+  the adapter checks the raw head before h11 parses it (:func:`head_violation`: obs-fold,
+  Content-Length with Transfer-Encoding, Transfer-Encoding on HTTP/1.0 or without chunked last)
+  and the parsed head after (a Host value that is not ``host[:port]``). A raw head is looked at
+  once, when its blank line has arrived, so a head trickled in byte by byte costs no rescans.
 - The adapter never touches a socket, a clock or the event loop.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -68,6 +76,45 @@ _REASONS = {
 
 _PHRASES = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
 
+# The end of a head, as h11 finds it (a line feed, an optional CR, a line feed).
+_HEAD_END = re.compile(rb"\n\r?\n")
+# A field line that starts with SP or HTAB continues the previous one (obs-fold, RFC 9112 5.2).
+_OBS_FOLD = re.compile(rb"\n[ \t]")
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length:", re.IGNORECASE)
+_TRANSFER_ENCODING = re.compile(rb"\ntransfer-encoding:([^\n]*)", re.IGNORECASE)
+# Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): an IP literal or a reg-name of
+# unreserved, pct-encoded and sub-delims characters; empty is allowed (no authority).
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z._~!$&'()*+,;=:%-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)"
+    rb"(?::[0-9]*)?"
+)
+
+
+def head_violation(head: bytes) -> str | None:
+    """Why a complete raw request *head* (request line and field lines, without the blank line
+    that ends it) must be answered 400 although h11 would accept it, or None.
+
+    h11 replaces obs-fold with a space, lets Transfer-Encoding override Content-Length and does
+    not look at the HTTP version; each of those leaves room for request smuggling behind a proxy
+    that reads the same bytes differently (RFC 9112 5.2, 6.1, 6.3).
+    """
+    if _OBS_FOLD.search(head):
+        return "obsolete line folding (a field line starting with whitespace)"
+    values = _TRANSFER_ENCODING.findall(head)
+    if not values:
+        return None
+    if _CONTENT_LENGTH.search(head):
+        return "both Content-Length and Transfer-Encoding"
+    if head.partition(b"\n")[0].rstrip(b"\r").endswith(b" HTTP/1.0"):
+        return "Transfer-Encoding on an HTTP/1.0 request"
+    codings = [c.strip(b" \t\r").lower() for value in values for c in value.split(b",")]
+    codings = [c for c in codings if c]
+    if not codings or codings[-1] != b"chunked":
+        return "Transfer-Encoding does not end with chunked"
+    if codings.count(b"chunked") > 1:
+        return "chunked applied more than once"
+    return None  # chunked last; any other coding is h11's 501 (not understood)
+
 
 class H1Connection:
     """One HTTP/1.1 server connection's protocol state."""
@@ -78,6 +125,9 @@ class H1Connection:
         "_conn",
         "_max_fields",
         "_max_head",
+        "_rejected",
+        "_tail",
+        "_unscreened",
         "paused",
     )
 
@@ -96,10 +146,19 @@ class H1Connection:
         self._body_limit = max_body_size
         self._body_received = 0
         self.paused = False  # h11 holds a pipelined request until start_next_cycle()
+        self._rejected: BadRequest | None = None
+        self._unscreened = False  # the buffer may hold a complete head not yet screened
+        self._tail = b""  # last two bytes fed: a head's blank line may span two reads
 
     # -- input -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Buffer bytes from the peer; ``b""`` means the peer closed its side."""
+        if data:
+            if not self._unscreened:
+                self._unscreened = bool(
+                    _HEAD_END.search(data) or _HEAD_END.search(self._tail + data[:2])
+                )
+            self._tail = data[-2:] if len(data) >= 2 else (self._tail + data)[-2:]
         try:
             self._conn.receive_data(data)
         except RuntimeError:
@@ -108,14 +167,23 @@ class H1Connection:
 
     def next_events(self) -> list[H1Event]:
         """Every event available without more input, stopping at NEED_DATA or PAUSED."""
+        if self._rejected is not None:
+            return [self._rejected]
         events: list[H1Event] = []
         conn = self._conn
         while True:
+            if self._unscreened and conn.their_state is h11.IDLE:
+                rejected = self._screen_head()
+                if rejected is not None:
+                    self._rejected = rejected
+                    events.append(rejected)
+                    return events
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
-                events.append(BadRequest(status, str(exc) or "malformed request"))
+                self._rejected = BadRequest(status, str(exc) or "malformed request")
+                events.append(self._rejected)
                 return events
             if event is h11.NEED_DATA:
                 return events
@@ -125,12 +193,14 @@ class H1Connection:
             if isinstance(event, h11.Data):
                 self._body_received += len(event.data)
                 if self._body_limit is not None and self._body_received > self._body_limit:
-                    events.append(BadRequest(413, "request body exceeds the limit"))
+                    self._rejected = BadRequest(413, "request body exceeds the limit")
+                    events.append(self._rejected)
                     return events
                 events.append(BodyChunk(bytes(event.data)))
             elif isinstance(event, h11.Request):
                 head = self._make_head(event)
                 if isinstance(head, BadRequest):
+                    self._rejected = head
                     events.append(head)
                     return events
                 self._body_received = 0
@@ -141,6 +211,18 @@ class H1Connection:
                 events.append(ClientEOF())
                 return events
 
+    def _screen_head(self) -> BadRequest | None:
+        """Check the head at the start of h11's buffer (the next request) once it is whole."""
+        data = self._conn.trailing_data[0]
+        end = _HEAD_END.search(data)
+        if end is None:
+            self._unscreened = False  # incomplete: the read that completes it sets the flag
+            return None
+        # Later bytes (a body, pipelined requests) may hold another head: look again then.
+        self._unscreened = _HEAD_END.search(data, end.end()) is not None
+        reason = head_violation(data[: end.start()])
+        return None if reason is None else BadRequest(400, reason)
+
     def _make_head(self, event: h11.Request) -> RequestHead | BadRequest:
         headers: Headers = list(event.headers)  # h11 lower-cases names when iterating
         if len(headers) > self._max_fields:
@@ -149,12 +231,13 @@ class H1Connection:
         size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in headers)
         if size > self._max_head:
             return BadRequest(431, "request header fields too large")
-        if self._body_limit is not None:
-            for name, value in headers:
-                if name == b"content-length":
-                    if int(value) > self._body_limit:
-                        return BadRequest(413, "request body exceeds the limit")
-                    break
+        limit = self._body_limit
+        for name, value in headers:
+            if name == b"host":
+                if not _HOST.fullmatch(value):
+                    return BadRequest(400, "invalid Host header")
+            elif name == b"content-length" and limit is not None and int(value) > limit:
+                return BadRequest(413, "request body exceeds the limit")
         return RequestHead(
             method=bytes(event.method),
             target=bytes(event.target),
@@ -229,7 +312,7 @@ class H1Connection:
 
     def error_response(self, status: int, extra_headers: Headers | None = None) -> bytes:
         """A complete short plain-text response that also tells the client we close."""
-        reason = _REASONS.get(status, b"Error")
+        reason = _REASONS.get(status) or _PHRASES.get(status, b"Error")
         body = reason + b"\n"
         headers: Headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
