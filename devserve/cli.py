@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--timeout-graceful-shutdown", metavar="SECONDS",
                         help=f"wait this long for requests on shutdown "
                              f"{_default('timeout_graceful_shutdown')}")
+    limits.add_argument("--shutdown-delay", metavar="SECONDS",
+                        help=f"on SIGTERM keep serving this long with the health path at 503, "
+                             f"so load balancers stop routing here, then drain "
+                             f"{_default('shutdown_delay')}")
     limits.add_argument("--timeout-request-header", metavar="SECONDS",
                         help=f"time allowed to send the request head "
                              f"{_default('timeout_request_header')}")

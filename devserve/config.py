@@ -62,6 +62,7 @@ class Config:
     backlog: int = 2048
     timeout_keep_alive: float = 5.0
     timeout_graceful_shutdown: float = 30.0
+    shutdown_delay: float = 0.0  # SIGTERM: health 503 but keep serving this long, then drain
     timeout_request_header: float = 10.0
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
@@ -125,6 +126,7 @@ _MINIMUM: dict[str, float] = {
     "h11_max_incomplete_event_size": 1024,
     "timeout_keep_alive": 0,
     "timeout_request_header": 0,
+    "shutdown_delay": 0,
     "reload_delay": 0,
     "ws_max_size": 1,
     "ws_ping_interval": 0,
