@@ -1,0 +1,110 @@
+"""Django under ``devserve --reload``: every kind of edit is *served* afterwards — views, urls,
+templates, admin, models and settings (those two in a fresh process) — broken code keeps the
+previous generation serving, and static files are served as ``runserver`` does under DEBUG."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ServerFactory, ServerProcess, wait_until
+from tests.projects.django_project import make_django_project
+
+APP = "mysite.asgi:application"
+WATCHING_RE = r"Watching for changes in \d+ director"
+DEADLINE = 15.0  # generous: this only catches a reload that never serves the edit
+
+
+@pytest.fixture(params=["thread", "process"])
+def django_server(request: pytest.FixtureRequest, tmp_path: Path,
+                  start_server: ServerFactory) -> ServerProcess:
+    make_django_project(tmp_path)
+    server = start_server(APP, "--reload", "--worker-mode", request.param, cwd=tmp_path)
+    server.wait_for(WATCHING_RE)
+    return server
+
+
+def served(server: ServerProcess, path: str, expected: str) -> str:
+    """Poll *path* until its body contains *expected*; fail with the server's output."""
+    def body() -> str:
+        try:
+            response = httpx.get(server.url + path, timeout=5.0)
+        except httpx.TransportError:
+            return ""
+        return response.text if expected in response.text else ""
+
+    return wait_until(body, DEADLINE, f"{expected!r} served at {path}",
+                      detail=lambda: server.output)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def test_view_url_and_template_edits_are_served(django_server: ServerProcess,
+                                                tmp_path: Path) -> None:
+    served(django_server, "/", "view-v1")
+    edit(tmp_path / "polls/views.py", "view-v1", "view-v2")
+    served(django_server, "/", "view-v2")
+
+    edit(tmp_path / "polls/urls.py", 'path("", views.index),',
+         'path("", views.index), path("added", views.index),')
+    served(django_server, "/added", "view-v2")
+
+    served(django_server, "/page", "template-v1")
+    edit(tmp_path / "polls/templates/polls/page.html", "template-v1", "template-v2")
+    served(django_server, "/page", "template-v2 template")
+
+
+def test_admin_edit_is_served_without_already_registered(django_server: ServerProcess,
+                                                         tmp_path: Path) -> None:
+    served(django_server, "/admin/login/", "Django administration")
+    edit(tmp_path / "polls/admin.py", "from .models import Question",
+         "from .models import Question\nadmin.site.site_header = 'header-v2'")
+    served(django_server, "/admin/login/", "header-v2")
+    assert "AlreadyRegistered" not in django_server.output
+
+
+def test_model_and_settings_edits_are_served(django_server: ServerProcess,
+                                             tmp_path: Path) -> None:
+    served(django_server, "/model", "model-v1")
+    edit(tmp_path / "polls/models.py", "model-v1", "model-v2")
+    served(django_server, "/model", "model-v2")
+
+    served(django_server, "/greeting", "settings-v1")
+    edit(tmp_path / "mysite/settings.py", "settings-v1", "settings-v2")
+    served(django_server, "/greeting", "settings-v2")
+
+
+def test_static_files_are_served_under_debug(django_server: ServerProcess) -> None:
+    response = httpx.get(django_server.url + "/static/admin/css/base.css", timeout=5.0)
+    assert response.status_code == 200
+    assert "text/css" in response.headers["content-type"]
+
+
+def test_syntax_error_in_lazily_imported_view_keeps_previous_generation(
+        django_server: ServerProcess, tmp_path: Path) -> None:
+    (tmp_path / "polls/lazy.py").write_text("def text():\n    return 'lazy-v1'\n")
+    edit(tmp_path / "polls/views.py", "def index(request):",
+         "def lazy(request):\n    from .lazy import text\n    return HttpResponse(text())\n"
+         "def index(request):")
+    edit(tmp_path / "polls/urls.py", 'path("", views.index),',
+         'path("", views.index), path("lazy", views.lazy),')
+    served(django_server, "/lazy", "lazy-v1")  # polls.lazy is now imported, at request time
+
+    start = len(django_server.lines)
+    (tmp_path / "polls/lazy.py").write_text("def text(:\n    return 'lazy-v2'\n")
+    failure = django_server.wait_for(r"Reload failed|SyntaxError", DEADLINE, start=start)
+    assert failure is not None
+    django_server.wait_for(re.escape(str(Path("polls") / "lazy.py")) + r":1", DEADLINE,
+                           start=start)
+    response = httpx.get(django_server.url + "/lazy", timeout=5.0)
+    assert (response.status_code, response.text) == (200, "lazy-v1")
+
+    (tmp_path / "polls/lazy.py").write_text("def text():\n    return 'lazy-v3'\n")
+    served(django_server, "/lazy", "lazy-v3")
