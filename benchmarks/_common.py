@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from _load import LOCALHOST, HttpLoad, http_get, wrk_available
 from _machine import REPO_ROOT, host_label, loadavg, machine_info
@@ -94,6 +95,10 @@ class ServerSpec:
     @property
     def command(self) -> str:
         return subprocess.list2cmdline(list(self.argv))
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 0
 
     def template(self) -> dict[str, str]:
         """The command with PORT for the port (build the spec with port 0), and its cwd."""
@@ -275,6 +280,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def counts(by_kind: Mapping[str, int]) -> str:
+    """``read=5,timeout=1``: the non-zero counts of a by-kind dict, or ``-``."""
+    return ",".join(f"{k}={v}" for k, v in by_kind.items() if v) or "-"
+
+
 @dataclass(frozen=True)
 class Metric:
     """One figure of a report: read from each run (a number, or a list of them), folded across
@@ -293,6 +303,8 @@ class Metric:
             return "n/a"
         if isinstance(value, bool):
             return "yes" if value else "NO"
+        if isinstance(value, dict):
+            return counts(value)
         return self.fmt.format(value)
 
 

@@ -29,37 +29,71 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import shlex
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from _common import (
+    EXAMPLES,
     LOCALHOST,
-    REPO_ROOT,
+    Benchmark,
+    Metric,
     ServerError,
     ServerSpec,
-    _read_response,
-    format_table,
+    counts,
     free_port,
-    machine_info,
-    percentile,
-    results_path,
-    running_server,
-    sigterm_as_interrupt,
-    write_json,
+    measure_server,
+    pick,
 )
+from _load import Http1Client, get_once, new_errors, percentile
 
-EXAMPLES = REPO_ROOT / "examples"
 POLL_S = 0.005
 SERVE_DEADLINE_S = 20.0
-SERVERS = ("devserve", "uvicorn")
+
+
+def _merged(counts: list[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for count in counts:
+        total.update(count)
+    return dict(total)
+
+
+BENCH = Benchmark(
+    kind="save-to-serve",
+    title="save-to-serve",
+    description="Edit-to-new-response latency and failed requests during reloads, "
+                "devserve --reload vs uvicorn --reload, on hello and Starlette apps.",
+    servers=("devserve", "uvicorn"),
+    full={"rounds": 1, "connections": 20, "edits": 12, "reloads": 5},
+    quick={"edits": 5, "reloads": 2},
+    metrics=(
+        Metric("p50_ms_median", lambda r: r["save_to_serve"]["p50_ms"], label="p50 ms",
+               fmt="{:.0f}", better="lower"),
+        Metric("p90_ms_median", lambda r: r["save_to_serve"]["p90_ms"], label="p90 ms",
+               fmt="{:.0f}"),
+        Metric("max_ms", lambda r: r["save_to_serve"]["max_ms"], fold=max, label="max ms",
+               fmt="{:.0f}"),
+        Metric("missed", lambda r: r["save_to_serve"]["missed"], fold=sum, label="missed",
+               fmt="{}"),
+        Metric("under_load_max_ms",
+               lambda r: [v for v in r["under_load"]["save_to_serve_ms"] if v is not None],
+               fold=lambda v: max(v, default=None), label="max under load", fmt="{:.0f}"),
+        Metric("requests", lambda r: r["under_load"]["requests"], fold=sum, label="requests",
+               fmt="{}"),
+        Metric("failed", lambda r: r["under_load"]["failed"], fold=sum, label="failed",
+               fmt="{}"),
+        Metric("failures", lambda r: r["under_load"]["errors"], fold=_merged, label="failures"),
+    ),
+    packages=("devserve", "uvicorn", "starlette", "watchfiles", "h11", "uvloop", "httptools"),
+    aliases={"connections": ("--clients",)},
+    variant_key="app",
+    start_timeout=30.0,
+)
 
 
 @dataclass(frozen=True)
@@ -79,10 +113,6 @@ class AppCase:
             return f'HELLO = b"Hello, {marker}!"'
         return f'PlainTextResponse("Hello from Starlette, {marker}")'
 
-    @staticmethod
-    def expected(marker: str) -> bytes:
-        return marker.encode()
-
 
 APPS = {
     "hello": AppCase("hello", "hello", 'HELLO = b"Hello, world!"', b"Hello, world!"),
@@ -91,73 +121,19 @@ APPS = {
 }
 
 
-@dataclass
-class Settings:
-    edits: int
-    reloads: int
-    clients: int
-    tail_s: float
-    start_timeout: float
-    uvicorn_reload_delay: float | None
-
-
-def server_argv(server: str, case: AppCase, project: Path, port: int,
-                settings: Settings) -> list[str]:
+def server_spec(server: str, case: AppCase, project: Path, port: int,
+                uvicorn_reload_delay: float | None) -> ServerSpec:
     common = [f"{case.module}:app", "--app-dir", str(project), "--host", LOCALHOST,
               "--port", str(port), "--no-access-log"]
     if server == "devserve":
-        return [sys.executable, "-m", "devserve", "--reload", *common, "--tui", "off"]
-    argv = [sys.executable, "-m", "uvicorn", "--reload", *common, "--reload-dir", str(project)]
-    if settings.uvicorn_reload_delay is not None:
-        argv += ["--reload-delay", str(settings.uvicorn_reload_delay)]
-    return argv
-
-
-def command_template(server: str, case: AppCase, settings: Settings) -> str:
-    argv = server_argv(server, case, Path("DIR"), 0, settings)
-    argv[0] = "python"
-    return shlex.join(argv).replace("--port 0", "--port PORT")
-
-
-# --------------------------------------------------------------------------- HTTP helpers
-
-
-async def get_once(port: int, timeout: float = 1.0) -> tuple[int, bytes] | None:
-    """One GET / on a fresh connection; None on any connection-level failure."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(LOCALHOST, port),
-                                                timeout)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        writer.write(f"GET / HTTP/1.1\r\nHost: {LOCALHOST}:{port}\r\n"
-                     "Connection: close\r\n\r\n".encode())
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), timeout)
-    except (OSError, TimeoutError):
-        return None
-    finally:
-        writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError):
-        return None
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _dechunk(body)
-    return status, body
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2:]
-    return out
+        argv = [sys.executable, "-m", "devserve", "--reload", *common, "--tui", "off"]
+    else:
+        argv = [sys.executable, "-m", "uvicorn", "--reload", *common, "--reload-dir",
+                str(project)]
+        if uvicorn_reload_delay is not None:
+            argv += ["--reload-delay", str(uvicorn_reload_delay)]
+    return ServerSpec(server, argv, f"http://{LOCALHOST}:{port}/", cwd=project,
+                      expect_body=case.first_body)
 
 
 async def wait_for_body(port: int, needle: bytes, deadline_s: float = SERVE_DEADLINE_S
@@ -172,9 +148,6 @@ async def wait_for_body(port: int, needle: bytes, deadline_s: float = SERVE_DEAD
     return None
 
 
-# --------------------------------------------------------------------------- the two phases
-
-
 class Editor:
     """Rewrites the project's app file with a fresh marker each time."""
 
@@ -187,10 +160,11 @@ class Editor:
         self.count = 0
 
     def edit(self, label: str) -> bytes:
+        """Write the next edit; the bytes that prove it is served."""
         self.count += 1
         marker = f"{label} {self.count}"
         self.path.write_text(self.case.edited(self.source, marker))
-        return self.case.expected(marker)
+        return marker.encode()
 
 
 async def warm_up(port: int, editor: Editor, deadline_s: float) -> float:
@@ -225,67 +199,37 @@ async def measure_edits(port: int, editor: Editor, edits: int) -> dict[str, Any]
     }
 
 
-async def load_during_reloads(port: int, editor: Editor, settings: Settings
+async def load_during_reloads(port: int, editor: Editor, args: argparse.Namespace
                               ) -> dict[str, Any]:
-    request = f"GET / HTTP/1.1\r\nHost: {LOCALHOST}:{port}\r\n\r\n".encode()
-    errors = {"connect": 0, "write": 0, "read": 0, "timeout": 0, "status": 0}
+    errors = new_errors()
     ok = 0
     latencies: list[float] = []
     stop = asyncio.Event()
 
     async def client() -> None:
         nonlocal ok
-        reader: asyncio.StreamReader | None = None
-        writer: asyncio.StreamWriter | None = None
+        conn = Http1Client(LOCALHOST, port, errors=errors)
         while not stop.is_set():
-            if writer is None:
-                try:
-                    reader, writer = await asyncio.open_connection(LOCALHOST, port)
-                except OSError:
-                    errors["connect"] += 1
-                    await asyncio.sleep(0.01)
-                    continue
-            assert reader is not None
             sent = time.perf_counter()
-            try:
-                writer.write(request)
-                await writer.drain()
-            except OSError:
-                errors["write"] += 1
-                writer.close()
-                writer = None
+            answer = await conn.get()
+            if answer is None:
                 continue
-            try:
-                status, close = await asyncio.wait_for(_read_response(reader), 5.0)
-            except TimeoutError:
-                errors["timeout"] += 1
-                close = True
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ValueError, IndexError):
-                errors["read"] += 1
-                close = True
+            latencies.append((time.perf_counter() - sent) * 1000)
+            if answer[0] == 200:
+                ok += 1
             else:
-                latencies.append((time.perf_counter() - sent) * 1000)
-                if status == 200:
-                    ok += 1
-                else:
-                    errors["status"] += 1
-            if close:
-                writer.close()
-                writer = None
-        if writer is not None:
-            writer.close()
+                errors["status"] += 1
+        conn.close()
 
-    tasks = [asyncio.ensure_future(client()) for _ in range(settings.clients)]
+    tasks = [asyncio.ensure_future(client()) for _ in range(args.connections)]
     reload_ms: list[float | None] = []
     started = time.perf_counter()
     try:
-        await asyncio.sleep(settings.tail_s)  # load is on before the first edit
-        for _ in range(settings.reloads):
-            needle = editor.edit("under load")
-            elapsed = await wait_for_body(port, needle)
+        await asyncio.sleep(args.tail)  # load is on before the first edit
+        for _ in range(args.reloads):
+            elapsed = await wait_for_body(port, editor.edit("under load"))
             reload_ms.append(round(elapsed * 1000, 1) if elapsed is not None else None)
-            await asyncio.sleep(settings.tail_s)  # measurement window: the drain happens here
+            await asyncio.sleep(args.tail)  # measurement window: the drain happens here
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -293,9 +237,8 @@ async def load_during_reloads(port: int, editor: Editor, settings: Settings
     latencies.sort()
     failed = sum(errors.values())
     return {
-        "clients": settings.clients,
-        "reloads": settings.reloads,
-        "save_to_serve_under_load_ms": reload_ms,
+        "reloads": args.reloads,
+        "save_to_serve_ms": reload_ms,
         "requests": ok + failed,
         "ok": ok,
         "failed": failed,
@@ -307,155 +250,59 @@ async def load_during_reloads(port: int, editor: Editor, settings: Settings
     }
 
 
-def run_one(server: str, case: AppCase, settings: Settings, workdir: Path) -> dict[str, Any]:
-    project = workdir / f"{server}-{case.name}"
-    project.mkdir()
+def run_one(server: str, case: AppCase, args: argparse.Namespace, workdir: Path
+            ) -> dict[str, Any]:
+    project = Path(tempfile.mkdtemp(prefix=f"{server}-{case.name}-", dir=workdir))
     app_file = project / f"{case.module}.py"
     shutil.copy(EXAMPLES / f"{case.module}.py", app_file)
     port = free_port()
-    spec = ServerSpec(
-        name=f"{server}-{case.name}",
-        argv=server_argv(server, case, project, port, settings),
-        url=f"http://{LOCALHOST}:{port}/",
-        cwd=project,
-        expect_body=case.first_body,
-    )
-    with running_server(spec, start_timeout=settings.start_timeout, log_dir=workdir) as running:
+    spec = server_spec(server, case, project, port, args.uvicorn_reload_delay)
+
+    def measure(_: object) -> dict[str, Any]:
         editor = Editor(case, app_file)
         warm = asyncio.run(warm_up(port, editor, SERVE_DEADLINE_S))
-        edits = asyncio.run(measure_edits(port, editor, settings.edits))
-        load = asyncio.run(load_during_reloads(port, editor, settings))
-        alive = running.process.poll() is None
-        tail = running.log_tail(15)
-    return {
-        "startup_s": round(running.startup_s, 3),
-        "warm_up_ms": round(warm * 1000, 1),
-        "save_to_serve": edits,
-        "under_load": load,
-        "server_alive_at_end": alive,
-        "log_tail": tail,
-    }
+        return {"warm_up_ms": round(warm * 1000, 1),
+                "save_to_serve": asyncio.run(measure_edits(port, editor, args.edits)),
+                "under_load": asyncio.run(load_during_reloads(port, editor, args))}
+
+    return measure_server(spec, measure, start_timeout=args.start_timeout, log_dir=workdir)
 
 
-# --------------------------------------------------------------------------- reporting
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def print_report(results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    rows = []
-    for app, per_server in results.items():
-        for server, r in per_server.items():
-            s, load = r["save_to_serve"], r["under_load"]
-            under = [v for v in load["save_to_serve_under_load_ms"] if v is not None]
-            rows.append([
-                f"{server} / {app}", _ms(s["p50_ms"]), _ms(s["p90_ms"]), _ms(s["max_ms"]),
-                str(s["missed"]), _ms(max(under) if under else None),
-                str(load["requests"]), str(load["failed"]),
-                ",".join(f"{k}={v}" for k, v in load["errors"].items() if v) or "-",
-            ])
-    print()
-    print(format_table(["server / app", "p50 ms", "p90 ms", "max ms", "missed",
-                        "max under load", "requests", "failed", "failures"], rows))
-    for app, per_server in results.items():
-        if all(name in per_server for name in SERVERS):
-            d, u = per_server["devserve"]["save_to_serve"], per_server["uvicorn"]["save_to_serve"]
-            if d["p50_ms"] and u["p50_ms"]:
-                print(f"{app}: devserve/uvicorn save-to-serve p50 {d['p50_ms'] / u['p50_ms']:.2f}x"
-                      " (lower is better)")
-
-
-def default_output() -> Path:
-    return results_path("save-to-serve")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Edit-to-new-response latency and failed requests during reloads, "
-                    "devserve --reload vs uvicorn --reload, on hello and Starlette apps.")
-    parser.add_argument("--edits", type=int, help="measured edits per run (default 12)")
-    parser.add_argument("--reloads", type=int, help="reloads under load (default 5)")
-    parser.add_argument("--clients", type=int, default=20, help="keep-alive clients (20)")
-    parser.add_argument("--tail", type=float, default=1.0,
-                        help="seconds of load kept on after each reload is served (1.0)")
-    parser.add_argument("--apps", default="hello,starlette", help="hello,starlette")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="devserve,uvicorn")
-    parser.add_argument("--uvicorn-reload-delay", type=float,
-                        help="pass --reload-delay to uvicorn (default: uvicorn's own, 0.25)")
-    parser.add_argument("--start-timeout", type=float, default=30.0)
-    parser.add_argument("--quick", action="store_true", help="5 edits, 2 reloads")
-    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/...)")
-    parser.add_argument("--no-save", action="store_true", help="print only")
-    args = parser.parse_args(argv)
-    args.edits = args.edits or (5 if args.quick else 12)
-    args.reloads = args.reloads or (2 if args.quick else 5)
-    return args
+def line(run: dict[str, Any]) -> str:
+    s, load = run["save_to_serve"], run["under_load"]
+    return (f"save-to-serve p50 {s['p50_ms']} ms, p90 {s['p90_ms']} ms, max {s['max_ms']} ms,"
+            f" missed {s['missed']}; under load: {load['failed']} failed of {load['requests']}"
+            f" ({counts(load['errors'])})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    sigterm_as_interrupt()
-    args = parse_args(argv)
-    settings = Settings(edits=args.edits, reloads=args.reloads, clients=args.clients,
-                        tail_s=args.tail, start_timeout=args.start_timeout,
-                        uvicorn_reload_delay=args.uvicorn_reload_delay)
-    apps = [APPS[a] for a in args.apps.split(",") if a]
-    servers = [s for s in args.servers.split(",") if s]
-    unknown = set(servers) - set(SERVERS)
-    if unknown:
-        print(f"unknown servers: {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
-    print(f"save-to-serve: {' vs '.join(servers)} on {', '.join(a.name for a in apps)} | "
-          f"{settings.edits} edits, {settings.reloads} reloads under {settings.clients} "
-          f"keep-alive clients")
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    report: Callable[[str], None] = print
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-save-to-serve-") as tmp:
-            for case in apps:
-                for server in servers:
-                    report(f"  {server} / {case.name} ...")
-                    r = run_one(server, case, settings, Path(tmp))
-                    results.setdefault(case.name, {})[server] = r
-                    s, load = r["save_to_serve"], r["under_load"]
-                    report(f"    save-to-serve p50 {_ms(s['p50_ms'])} ms, p90 "
-                           f"{_ms(s['p90_ms'])} ms, max {_ms(s['max_ms'])} ms, missed "
-                           f"{s['missed']}; under load: {load['failed']} failed of "
-                           f"{load['requests']} ({load['errors']})")
-    except ServerError as exc:
-        print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped, nothing written", file=sys.stderr)
-        return 130
-
-    print_report(results)
-    record = {
-        "benchmark": "save-to-serve",
-        "timestamp": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "settings": {
-            "edits": settings.edits,
-            "warm_up_edits": 1,
-            "poll_interval_ms": POLL_S * 1000,
-            "serve_deadline_s": SERVE_DEADLINE_S,
-            "reloads_under_load": settings.reloads,
-            "keep_alive_clients": settings.clients,
-            "tail_after_reload_s": settings.tail_s,
-            "uvicorn_reload_delay": settings.uvicorn_reload_delay,
-            "percentiles": "nearest rank",
-        },
-        "commands": {case.name: {s: command_template(s, case, settings) for s in servers}
-                     for case in apps},
-        "machine": machine_info(packages=["devserve", "uvicorn", "starlette", "watchfiles",
-                                          "h11", "uvloop", "httptools"]),
-        "results": results,
-    }
-    if not args.no_save:
-        path = args.output or default_output()
-        write_json(path, record)
-        print(f"\nresults written to {path}")
-    return 0
+    parser = BENCH.parser()
+    parser.add_argument("--edits", type=int, help="measured edits per run (12; quick: 5)")
+    parser.add_argument("--reloads", type=int, help="reloads under load (5; quick: 2)")
+    parser.add_argument("--tail", type=float, default=1.0,
+                        help="seconds of load kept on after each reload is served (1.0)")
+    parser.add_argument("--apps", default=",".join(APPS), help="hello,starlette")
+    parser.add_argument("--uvicorn-reload-delay", type=float,
+                        help="pass --reload-delay to uvicorn (default: uvicorn's own, 0.25)")
+    args = BENCH.parse(parser, argv)
+    apps = pick(parser, "--apps", args.apps, list(APPS))
+    if min(args.edits, args.reloads) < 1:
+        parser.error("--edits and --reloads must be >= 1")
+    with tempfile.TemporaryDirectory(prefix="bench-save-to-serve-") as tmp:
+        return BENCH.run(
+            args, lambda server, app: run_one(server, APPS[app or "hello"], args, Path(tmp)),
+            line=line, variants=apps,
+            header=f"{', '.join(apps)} | {args.edits} edits, {args.reloads} reloads under "
+                   f"{args.connections} keep-alive clients",
+            settings={"edits": args.edits, "warm_up_edits": 1, "poll_interval_ms": POLL_S * 1000,
+                      "serve_deadline_s": SERVE_DEADLINE_S, "reloads_under_load": args.reloads,
+                      "tail_after_reload_s": args.tail,
+                      "uvicorn_reload_delay": args.uvicorn_reload_delay,
+                      "percentiles": "nearest rank"},
+            commands={app: {s: server_spec(s, APPS[app], Path("DIR"), 0,
+                                           args.uvicorn_reload_delay).template()
+                            for s in args.servers} for app in apps},
+        )
 
 
 if __name__ == "__main__":
