@@ -10,12 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerFactory, ServerProcess, wait_until
+from tests.conftest import ServerFactory, ServerProcess
+from tests.projects import DEADLINE, WATCHING_RE, edit, served
 from tests.projects.django_project import make_django_project
 
 APP = "mysite.asgi:application"
-WATCHING_RE = r"Watching for changes in \d+ director"
-DEADLINE = 15.0  # generous: this only catches a reload that never serves the edit
 
 
 @pytest.fixture(params=["thread", "process"])
@@ -25,25 +24,6 @@ def django_server(request: pytest.FixtureRequest, tmp_path: Path,
     server = start_server(APP, "--reload", "--worker-mode", request.param, cwd=tmp_path)
     server.wait_for(WATCHING_RE)
     return server
-
-
-def served(server: ServerProcess, path: str, expected: str) -> str:
-    """Poll *path* until its body contains *expected*; fail with the server's output."""
-    def body() -> str:
-        try:
-            response = httpx.get(server.url + path, timeout=5.0)
-        except httpx.TransportError:
-            return ""
-        return response.text if expected in response.text else ""
-
-    return wait_until(body, DEADLINE, f"{expected!r} served at {path}",
-                      detail=lambda: server.output)
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new))
 
 
 def test_view_url_and_template_edits_are_served(django_server: ServerProcess,

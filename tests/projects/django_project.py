@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.projects import write_files
+
 FILES: dict[str, str] = {
     "mysite/__init__.py": "",
     "mysite/settings.py": '''
@@ -106,8 +108,4 @@ urlpatterns = [
 
 def make_django_project(root: Path) -> Path:
     """Write the project under *root*; serve it with ``mysite.asgi:application``."""
-    for rel, text in FILES.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.lstrip("\n"))
-    return root
+    return write_files(root, FILES)
