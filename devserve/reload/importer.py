@@ -1,261 +1,375 @@
-"""Resolve ``"module:attr"`` to an ASGI 3 callable, with errors that say what is wrong.
+"""Import the app and re-import it after edits, re-executing only what the edits affect.
 
-Import failures become :class:`AppImportError` with one readable line (and a did-you-mean for
-misspelt attributes); the traceback of an exception raised by the user's own module is kept on the
-error for the reload display, but never printed for the common mistakes.
+API (the Supervisor/server use these; everything else here is an implementation detail)::
+
+    importer = ProjectImporter("pkg.main:app", dirs=[root], app_dir=".", factory=False,
+                               interface="auto")
+    loaded = importer.load()                       # first import, import graph recorded
+    outcome = importer.reload({Path("pkg/views.py")})
+    outcome.loaded        # LoadedApp, the app re-resolved from its (maybe re-executed) module
+    outcome.strategy      # "partial" | "wider" | "full"
+    outcome.reexecuted    # module names executed, in order
+    outcome.reason        # why it was "wider" or "full", else None
+    importer.close()                               # stop recording (uninstall the hooks)
+
+    reimport_app(app, dirs=..., ...)   # stateless full re-import (what server.py calls today)
+    load_app_fresh(app, dirs=..., ...) # first import compiling project files from source
+
+How :meth:`ProjectImporter.reload` decides (cheapest first, never stale):
+
+- **partial**: the changed files that are modules in the graph, plus every project module that
+  (transitively) imports one, are taken out of ``sys.modules`` and imported again, importees
+  first (inside an import cycle in the order Python first ran it, so cycles such as Flask's
+  ``app/__init__`` <-> ``app/routes`` replay faithfully). Everything else stays loaded, the same
+  module objects. Changed files are compiled from source; re-executed unchanged ones reuse their
+  cached code. A package re-executes like any module; its unchanged submodules are re-attached.
+  Modules a framework imported lazily (no project importer) are imported again eagerly, so their
+  errors show before the new generation is promoted.
+- **wider**: the partial set plus the modules owning state the affected ones write into (see
+  :mod:`devserve.reload.widen`): the module defining a SQLAlchemy ``Base`` the edited models are
+  declared on (known up front), or a router/blueprint/registry/class attribute in an unchanged
+  module that the attempt wrote into (found after it, which is then undone and redone wider; the
+  owners are remembered for the next edit of the same file). A failed partial attempt that used
+  objects of unchanged modules is retried once wider (Flask refuses ``@bp.route`` on a blueprint
+  already registered) unless it was a SyntaxError.
+- **full**: every project module is re-imported when no trustworthy graph exists (``changed`` is
+  None, the first load failed or was not recorded) or when a changed file is a project module
+  loaded before recording began (the graph cannot know its importers), or when a wider attempt
+  still wrote into unchanged modules.
+
+A changed file that is no module in the graph (never imported, a template) re-executes nothing,
+unless an import of that name once failed (a file created later). A deleted module is dropped and
+its importers re-execute. Any failure restores the previous ``sys.modules`` entries, parent-package
+attributes, graph and written-to containers, raises :class:`AppLoadFailure` with file:line, and
+the failed batch's files are carried into the next reload.
+
+Module-level singletons: an unchanged module's dict/list registry that an edited module writes
+into is rebuilt (its module re-executes, so do all modules registering into it): stale entries of
+deleted handlers cannot survive. State in *library* modules (SQLModel's global ``MetaData``,
+Django's app registry) cannot be rebuilt in process: those need a fresh process.
 """
 
 from __future__ import annotations
 
-import asyncio
-import difflib
 import importlib
-import importlib.abc
-import importlib.machinery
-import inspect
+import os
 import sys
-import traceback
+import threading
+import types
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from devserve.asgi.types import ASGIApp, Receive, Scope, Send
-from devserve.errors import AppImportError
+from devserve.reload.graph import ImportGraph
+from devserve.reload.recorder import ImportRecorder, ProjectFiles
+from devserve.reload.resolve import (
+    AppLoadFailure,
+    LoadedApp,
+    add_app_dir,
+    asgi2_to_asgi3,
+    detect_interface,
+    import_failure,
+    import_from_string,
+    load_app,
+    user_traceback,
+)
+from devserve.reload.staging import Staging
+from devserve.reload.widen import SharedState, declarative_owners, suspects
+
+__all__ = [
+    "AppLoadFailure", "LoadedApp", "ProjectImporter", "ReloadOutcome", "add_app_dir",
+    "asgi2_to_asgi3", "detect_interface", "import_from_string", "load_app", "load_app_fresh",
+    "reimport_app", "user_traceback",
+]
 
 
 @dataclass(frozen=True)
-class LoadedApp:
-    """The callable the workers serve plus what was detected about it."""
+class ReloadOutcome:
+    """What a reload did: the app to serve, and how it got there (for the dashboard and log)."""
 
-    app: ASGIApp
-    interface: str  # "asgi3" | "asgi2" | "wsgi" (then ``app`` is the WSGI callable as is)
-    source: str  # the import string, or a repr for an app object
-
-
-def _location_of(exc: BaseException) -> str:
-    """file:line of the innermost frame of *exc*, or of a SyntaxError's offending line."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f"{exc.filename}:{exc.lineno}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        return f"{last.filename}:{last.lineno}"
-    return "<unknown>"
+    loaded: LoadedApp
+    strategy: str  # "partial" | "wider" | "full"
+    reexecuted: tuple[str, ...]
+    reason: str | None = None
 
 
-_OWN_DIR = str(Path(__file__).resolve().parents[1])  # the devserve package
-_IMPORTLIB_DIR = str(Path(importlib.__file__).resolve().parent)
+class _Written(Exception):
+    """An attempt succeeded but wrote into modules outside it: redo it with them."""
+
+    def __init__(self, owners: dict[str, str]) -> None:
+        super().__init__(owners)
+        self.owners = owners
 
 
-def user_traceback(exc: BaseException) -> str:
-    """The traceback without devserve's and importlib's own frames: what the user wrote."""
-    tb = traceback.TracebackException.from_exception(exc)
-    frames = [
-        f for f in tb.stack
-        if not f.filename.startswith((_OWN_DIR, "<frozen", _IMPORTLIB_DIR))
-    ]
-    tb.stack = traceback.StackSummary.from_list(frames)
-    return "".join(tb.format())
+class ProjectImporter:
+    """Loads one app and keeps its project's import graph to re-import only what edits affect."""
+
+    def __init__(self, app: str, *, dirs: Sequence[Path], app_dir: str = ".",
+                 factory: bool = False, interface: str = "auto") -> None:
+        self.app = app
+        self.app_dir = app_dir
+        self.factory = factory
+        self.interface = interface
+        self.files = ProjectFiles(dirs)
+        self.graph = ImportGraph()
+        self.recorder = ImportRecorder(self.files, self.graph)
+        self._lock = threading.Lock()
+        self._trusted = False  # the graph describes what is loaded
+        self._pending: set[Path] = set()  # files of failed reloads, not applied yet
+        self._learned: dict[str, set[str]] = {}  # module -> owners it writes into
+
+    def __enter__(self) -> ProjectImporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.recorder.uninstall()
+
+    def _load(self) -> LoadedApp:
+        return load_app(self.app, app_dir=self.app_dir, factory=self.factory,
+                        interface=self.interface)
+
+    def load(self) -> LoadedApp:
+        """First import, with recording on (it stays on for lazy imports until :meth:`close`)."""
+        with self._lock:
+            self.recorder.install()
+            self._trusted = False
+            loaded = self._load()
+            self._trusted = True
+            return loaded
+
+    def reload(self, changed: Collection[Path] | None) -> ReloadOutcome:
+        """Re-import after *changed* files (None: everything); see the module docstring."""
+        with self._lock:
+            self.recorder.install()
+            importlib.invalidate_caches()
+            if changed is None:
+                return self._guard(None, lambda: self._full(None, "full re-import requested"))
+            paths = {_absolute(p) for p in changed} | self._pending
+            if not self._trusted:
+                return self._guard(paths, lambda: self._full(
+                    paths, "no import graph yet (the app was not loaded by this importer)"))
+            return self._guard(paths, lambda: self._partial(paths))
+
+    def _guard(self, paths: set[Path] | None, attempt: Callable[[], ReloadOutcome]
+               ) -> ReloadOutcome:
+        try:
+            outcome = attempt()
+        except BaseException:
+            if paths is not None:
+                self._pending = set(paths)
+            raise
+        self._pending.clear()
+        self._trusted = True
+        return outcome
+
+    # --- planning -------------------------------------------------------------------------------
+
+    def _plan(self, paths: set[Path]) -> tuple[set[str], set[str], str | None]:
+        """Roots to re-execute, modules to drop, or the reason to re-import everything."""
+        roots: set[str] = set()
+        deleted: set[str] = set()
+        loaded_files: dict[str, str] | None = None
+        for path in paths:
+            name = self.graph.module_for(path)
+            if name is not None:
+                (roots if path.exists() else deleted).add(name)
+                continue
+            if not path.exists():
+                deleted |= self.graph.modules_under(path)
+                continue
+            if str(path) not in self.files:
+                continue
+            if loaded_files is None:
+                loaded_files = {getattr(m, "__file__", ""): n
+                                for n, m in self.files.loaded_modules().items()}
+            if str(path) in loaded_files:
+                return set(), set(), (f"{loaded_files[str(path)]} was loaded before the import "
+                                      "graph was recorded")
+            for name in _module_names(path):
+                roots |= self.graph.importers_of_missing(name)
+        for name in deleted:
+            roots |= self.graph.users(name)
+        return roots - deleted, deleted, None
+
+    def _holders(self, affected: set[str]) -> dict[str, types.ModuleType]:
+        """Loaded, unaffected project modules that the affected ones import directly."""
+        names = {d for a in affected for d in self.graph.deps(a)} - affected
+        return {n: m for n in names if (m := sys.modules.get(n)) is not None}
+
+    # --- strategies -----------------------------------------------------------------------------
+
+    def _partial(self, paths: set[Path]) -> ReloadOutcome:
+        roots, deleted, full_reason = self._plan(paths)
+        if full_reason is not None:
+            return self._full(paths, full_reason)
+        edited = set(roots)
+        reasons: dict[str, str] = {}
+        for root in edited:
+            for owner in self._learned.get(root, ()):
+                if owner in self.graph:
+                    roots.add(owner)
+                    reasons.setdefault(owner, f"{owner} re-executed with {root} last time")
+        affected = self.graph.dependents(roots) - deleted
+        owners = declarative_owners(
+            [m for n in affected if (m := sys.modules.get(n)) is not None],
+            lambda name: [m for n in self.graph.dependencies([name]) - affected
+                          if (m := sys.modules.get(n)) is not None])
+        for owner, why in owners.items():
+            roots.add(owner)
+            reasons.setdefault(owner, why)
+        widened: dict[str, str] = {}  # found by a first attempt: remembered once one succeeds
+        while True:
+            affected = self.graph.dependents(roots) - deleted
+            reason = "; ".join(sorted(set(reasons.values()))) or None
+            try:
+                loaded, executed = self._attempt(affected, deleted, paths)
+            except _Written as written:
+                if widened:
+                    return self._full(paths, f"{reason}; still writing into "
+                                             f"{', '.join(sorted(written.owners))}")
+                widened = written.owners
+            except _Suspected as suspected:
+                if widened:
+                    raise suspected.error from None
+                widened = suspected.owners
+            else:
+                for root in edited:
+                    self._learned.setdefault(root, set()).update(widened)
+                return ReloadOutcome(loaded, "wider" if reasons else "partial", executed, reason)
+            roots |= set(widened)
+            for owner, why in widened.items():
+                reasons.setdefault(owner, why)
+
+    def _attempt(self, affected: set[str], deleted: set[str], fresh: set[Path]
+                 ) -> tuple[LoadedApp, tuple[str, ...]]:
+        """Re-execute *affected* (importees first), drop *deleted*; all or nothing."""
+        order = self.graph.import_order(affected)
+        holders = self._holders(affected | deleted)
+        shared = SharedState(holders)
+        staging = Staging(self.graph)
+        old = staging.take(affected | deleted)
+        for name in deleted:
+            self.graph.remove(name)
+        executed: list[types.ModuleType] = []
+        try:
+            with self._recording(fresh, executed):
+                for name in order:
+                    if name not in sys.modules and name not in deleted:
+                        _import(name)
+                loaded = self._load()
+        except BaseException as exc:
+            owners = {} if isinstance(exc, KeyboardInterrupt) else \
+                suspects([*old.values(), *executed], holders)
+            shared.restore()
+            staging.rollback(executed)
+            syntax = isinstance(exc, AppLoadFailure) and "SyntaxError" in exc.message
+            if owners and isinstance(exc, AppLoadFailure) and not syntax:
+                raise _Suspected(exc, owners) from exc
+            raise
+        written = {k: v for k, v in shared.mutated().items() if k not in affected}
+        if written:
+            shared.restore()
+            staging.rollback(executed)
+            raise _Written(written)
+        return loaded, tuple(m.__name__ for m in executed)
+
+    def _full(self, paths: set[Path] | None, reason: str) -> ReloadOutcome:
+        """Re-import every project module; those the previous generation had loaded lazily are
+        imported again too, so their errors show now."""
+        known = [n for n in self.graph if (p := self.graph.path_of(n)) is not None
+                 and p.exists()]
+        known.sort(key=self.graph.started)
+        staging = Staging(self.graph)
+        staging.take(self.files.loaded_modules())
+        self.graph.clear()
+        executed: list[types.ModuleType] = []
+        try:
+            with self._recording(paths, executed):
+                loaded = self._load()
+                for name in known:
+                    if name not in sys.modules:
+                        _import(name)
+        except BaseException:
+            staging.rollback([*executed, *self.files.loaded_modules().values()])
+            raise
+        return ReloadOutcome(loaded, "full", tuple(m.__name__ for m in executed), reason)
+
+    def _recording(self, fresh: set[Path] | None, executed: list[types.ModuleType]
+                   ) -> _Recording:
+        return _Recording(self.recorder, fresh, executed)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SyntaxError):
-        return f"{type(exc).__name__}: {exc.msg}"
-    return f"{type(exc).__name__}: {exc}"
+class _Suspected(Exception):
+    """A failed attempt used objects of unchanged modules: retry once with them."""
+
+    def __init__(self, error: BaseException, owners: dict[str, str]) -> None:
+        super().__init__(error)
+        self.error = error
+        self.owners = owners
 
 
-class AppLoadFailure(AppImportError):
-    """The user's module raised while importing; carries file:line and a trimmed traceback."""
+class _Recording:
+    """Recorder settings for one attempt: which files are fresh, and who executed."""
 
-    def __init__(self, message: str, *, exc: BaseException, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.location = _location_of(exc)
-        self.traceback_text = user_traceback(exc)
+    def __init__(self, recorder: ImportRecorder, fresh: set[Path] | None,
+                 executed: list[types.ModuleType]) -> None:
+        self.recorder, self.fresh, self.executed = recorder, fresh, executed
+
+    def __enter__(self) -> None:
+        self.recorder.fresh = self.fresh
+        self.recorder.reloading = True
+        self.recorder.executed = self.executed
+
+    def __exit__(self, *exc: object) -> None:
+        self.recorder.fresh = set()
+        self.recorder.reloading = False
+        self.recorder.executed = None
 
 
-def import_from_string(import_str: str) -> Any:
-    """Import ``"package.module:attr.sub"`` and return the attribute."""
-    module_str, sep, attrs_str = import_str.partition(":")
-    if not sep or not module_str or not attrs_str:
-        raise AppImportError(
-            f"app {import_str!r} must be in the form 'module:attribute'",
-            hint="for example: devserve main:app",
-        )
+def _import(name: str) -> None:
     try:
-        module = importlib.import_module(module_str)
-    except ModuleNotFoundError as exc:
-        missing = exc.name
-        if missing is not None and (module_str == missing or module_str.startswith(missing + ".")):
-            raise AppImportError(
-                f"could not import module {module_str!r}: no such module",
-                hint="check the name, the working directory, or pass --app-dir",
-            ) from None
-        raise AppLoadFailure(
-            f"error while importing {module_str!r}: {_describe(exc)} ({_location_of(exc)})",
-            exc=exc,
-        ) from None
+        importlib.import_module(name)
     except Exception as exc:
-        raise AppLoadFailure(
-            f"error while importing {module_str!r}: {_describe(exc)} ({_location_of(exc)})",
-            exc=exc,
-        ) from None
-
-    obj: Any = module
-    for attr in attrs_str.split("."):
-        try:
-            obj = getattr(obj, attr)
-        except AttributeError:
-            owner = module_str if obj is module else f"{module_str}:{attrs_str}"
-            names = [n for n in dir(obj) if not n.startswith("__")]
-            close = difflib.get_close_matches(attr, names, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else None
-            raise AppImportError(
-                f"module {owner!r} has no attribute {attr!r}"
-                + (f"; {hint}" if hint else ""),
-            ) from None
-    return obj
+        raise import_failure(name, exc) from None
 
 
-def detect_interface(app: Any) -> str:
-    """``asgi3`` for ``async def app(scope, receive, send)``; ``asgi2`` for ``app(scope)``;
-    ``wsgi`` for a plain ``app(environ, start_response)`` (Flask, Django's WSGIHandler)."""
-    if inspect.isclass(app):
-        return "asgi2" if not hasattr(app, "__await__") else "asgi3"
-    plain = inspect.isfunction(app) or inspect.ismethod(app)
-    call = app if plain else getattr(app, "__call__", None)  # noqa: B004
-    if call is not None and asyncio.iscoroutinefunction(call):
-        return "asgi3"
-    try:
-        params = [
-            p
-            for p in inspect.signature(app).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        return "asgi3"
-    if len(params) == 2:
-        return "wsgi"
-    return "asgi2" if len(params) == 1 else "asgi3"
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
 
 
-def asgi2_to_asgi3(app: Any) -> ASGIApp:
-    """Adapt a two-step ASGI 2 app (``app(scope)`` returns ``instance(receive, send)``)."""
-
-    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
-        instance = app(scope)
-        await instance(receive, send)
-
-    return wrapper
-
-
-def add_app_dir(app_dir: str) -> None:
-    """Put *app_dir* first on ``sys.path`` (once), as ``--app-dir`` promises."""
-    path = str(Path(app_dir).resolve())
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-
-def load_app(app: Any, *, app_dir: str = ".", factory: bool = False,
-             interface: str = "auto") -> LoadedApp:
-    """Load and normalise the app named in the config into an ASGI 3 callable."""
-    source = app if isinstance(app, str) else repr(app)
-    if isinstance(app, str):
-        add_app_dir(app_dir)
-        obj = import_from_string(app)
-    else:
-        obj = app
-    if factory:
-        if not callable(obj):
-            raise AppImportError(f"--factory: {source!r} is not callable")
-        try:
-            obj = obj()
-        except Exception as exc:
-            raise AppLoadFailure(
-                f"app factory {source!r} raised {_describe(exc)} ({_location_of(exc)})",
-                exc=exc,
-            ) from None
-    if not callable(obj):
-        raise AppImportError(
-            f"{source!r} is not callable (got {type(obj).__name__})",
-            hint="point at the ASGI application object, or pass --factory for an app factory",
-        )
-    kind = detect_interface(obj) if interface == "auto" else interface
-    asgi_app: ASGIApp = asgi2_to_asgi3(obj) if kind == "asgi2" else obj
-    return LoadedApp(app=asgi_app, interface=kind, source=source)
-
-
-def _project_module_names(dirs: list[Path]) -> dict[str, Any]:
-    """Modules whose source file lies under *dirs*, never site-packages or the stdlib."""
-    found: dict[str, Any] = {}
-    for name, module in list(sys.modules.items()):
-        if name == "__main__" or module is None:
-            continue
-        filename = getattr(module, "__file__", None)
-        if not filename:
-            continue
-        path = Path(filename)
-        if "site-packages" in path.parts or "dist-packages" in path.parts:
-            continue
-        if any(path.is_relative_to(d) for d in dirs):
-            found[name] = module
-    return found
-
-
-class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles project modules from source on a reload: a ``.pyc`` is keyed on whole-second
-    mtime and size, so an edit within the same second could otherwise load stale bytecode."""
-
-    def get_code(self, fullname: str) -> Any:
-        path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
-
-
-class _FreshFinder(importlib.abc.MetaPathFinder):
-    """Routes modules under the project dirs to :class:`_FreshSourceLoader` during a reload."""
-
-    def __init__(self, dirs: list[Path]) -> None:
-        self.dirs = dirs
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
-            return spec
-        origin = Path(spec.origin or "")
-        if any(origin.is_relative_to(d) for d in self.dirs):
-            spec.loader = _FreshSourceLoader(fullname, str(origin))
-        return spec
+def _module_names(path: Path) -> Iterable[str]:
+    """The names *path* would be imported under, from the ``sys.path`` entries above it."""
+    for entry in sys.path:
+        base = Path(os.path.abspath(entry or "."))
+        if path.is_relative_to(base):
+            parts = list(path.relative_to(base).with_suffix("").parts)
+            if parts and parts[-1] == "__init__":
+                parts.pop()
+            if parts and all(p.isidentifier() for p in parts):
+                yield ".".join(parts)
 
 
 def load_app_fresh(app: str, *, dirs: list[Path], app_dir: str = ".", factory: bool = False,
                    interface: str = "auto") -> LoadedApp:
     """Import the app compiling project modules from source (a reloaded process worker could
     otherwise load a stale ``.pyc`` written in the same second)."""
-    finder = _FreshFinder([d.resolve() for d in dirs])
-    sys.meta_path.insert(0, finder)
+    recorder = ImportRecorder(ProjectFiles(dirs), ImportGraph())
+    recorder.install()
     try:
-        return load_app(app, app_dir=app_dir, factory=factory, interface=interface)
+        with _Recording(recorder, None, []):
+            return load_app(app, app_dir=app_dir, factory=factory, interface=interface)
     finally:
-        sys.meta_path.remove(finder)
+        recorder.uninstall()
 
 
 def reimport_app(app: str, *, dirs: list[Path], app_dir: str = ".", factory: bool = False,
                  interface: str = "auto") -> LoadedApp:
-    """Staged re-import: purge project modules, import the app fresh, and on *any* failure put
-    the previous modules back so the running generation is untouched. ``.pyc`` files are left
-    alone; ``importlib.invalidate_caches()`` makes the finders see edited and new files."""
-    resolved = [d.resolve() for d in dirs]
-    previous = _project_module_names(resolved)
-    for name in previous:
-        del sys.modules[name]
-    importlib.invalidate_caches()
-    finder = _FreshFinder(resolved)
-    sys.meta_path.insert(0, finder)
-    try:
-        return load_app(app, app_dir=app_dir, factory=factory, interface=interface)
-    except BaseException:
-        for name in _project_module_names(resolved):
-            sys.modules.pop(name, None)
-        sys.modules.update(previous)
-        raise
-    finally:
-        sys.meta_path.remove(finder)
+    """Staged full re-import: every project module is imported fresh; on *any* failure the
+    previous modules are put back so the running generation is untouched. ``.pyc`` files are
+    left alone. Stateless: it is :meth:`ProjectImporter.reload` with ``changed=None``."""
+    with ProjectImporter(app, dirs=dirs, app_dir=app_dir, factory=factory,
+                         interface=interface) as importer:
+        return importer.reload(None).loaded
