@@ -13,6 +13,22 @@
     overlay.textContent = "devserve: reload failed\n\n" + err.error +
       (err.location ? "\n  at " + err.location : "") + (err.traceback ? "\n\n" + err.traceback : "");
   }
+  function matches(href, paths) {
+    var name = href.split("?")[0].split("/").pop();
+    return paths.some(function (p) { return p.split("/").pop() === name; });
+  }
+  function swapStyles(paths) {
+    var links = Array.prototype.slice.call(document.querySelectorAll('link[rel~="stylesheet"]'));
+    var hit = links.filter(function (l) { return matches(l.href, paths); });
+    (hit.length ? hit : links).forEach(function (link) {
+      var url = new URL(link.href, location.href);
+      url.searchParams.set("devserve", String(Date.now()));
+      var fresh = link.cloneNode();
+      fresh.href = url.toString();
+      fresh.onload = function () { link.remove(); };
+      link.parentNode.insertBefore(fresh, link.nextSibling);
+    });
+  }
   function connect() {
     var es = new EventSource("/__devserve__/livereload");
     es.addEventListener("hello", function (e) {
@@ -21,6 +37,10 @@
       if (info.error) { show(info.error); }
     });
     es.addEventListener("failed", function (e) { show(JSON.parse(e.data)); });
+    es.addEventListener("refresh", function (e) {
+      var info = JSON.parse(e.data);
+      if (info.kind === "css") { swapStyles(info.paths || []); } else { location.reload(); }
+    });
   }
   connect();
 })();

@@ -5,6 +5,10 @@
   ``hello`` reloads itself; a ``failed`` event shows an overlay with the error and file:line.
 - When a generation drains, its channel streams end *first* (the hub closes them), so a browser
   tab can never hold a reload up; EventSource reconnects to the new generation at once.
+- ``refresh`` events need no new generation: ``{"kind": "css", "paths": [...]}`` swaps the
+  matching stylesheets in open pages without reloading them (a cache-busting query on each
+  ``<link rel=stylesheet>`` with an edited file's name, or on all of them when none matches);
+  ``{"kind": "page"}`` reloads the page (a template, a script or an image changed).
 - Only ``text/html`` responses without a content-encoding are touched (script before
   ``</body>``, ``content-length`` fixed); every other response passes through byte for byte.
 """
@@ -70,6 +74,10 @@ class LiveReloadHub:
     def report_error(self, error: dict[str, Any]) -> None:
         self.error = error
         self._send(lambda gen: True, ("failed", error))
+
+    def refresh(self, kind: str, paths: list[str]) -> None:
+        """Tell every open page to swap stylesheets (``kind="css"``) or reload (``"page"``)."""
+        self._send(lambda gen: True, ("refresh", {"kind": kind, "paths": paths}))
 
     def close_generations_before(self, generation: int) -> None:
         self.closed_below = max(self.closed_below, generation)
