@@ -6,6 +6,7 @@ and ``.pyc`` files are never deleted."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import importlib.util
 import os
 import py_compile
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from devserve.reload.importer import AppLoadFailure, load_app, reimport_app
+from devserve.reload.importer import AppLoadFailure, ProjectImporter, load_app, reimport_app
 
 
 @pytest.fixture(autouse=True)
@@ -284,3 +285,275 @@ def test_modules_outside_the_dirs_are_not_purged(project: Project, tmp_path: Pat
     project.write(f"{app}.py", app_source("v2", extra=f"import {lib}"))
     assert call(project.reimport(f"{app}:app")) == b"v2"
     assert sys.modules[lib] is lib_module
+
+
+# --- ProjectImporter: partial re-import from the recorded graph --------------------------------
+
+
+@pytest.fixture
+def importers() -> Iterator[list[ProjectImporter]]:
+    made: list[ProjectImporter] = []
+    yield made
+    for importer in made:
+        importer.close()
+
+
+def project_importer(project: Project, made: list[ProjectImporter], target: str,
+                     **kwargs: Any) -> ProjectImporter:
+    importer = ProjectImporter(target, dirs=[project.root], app_dir=str(project.root), **kwargs)
+    made.append(importer)
+    return importer
+
+
+def serving(body: str, header: str = "") -> str:
+    """A module: *header*, then an ASGI app answering with the str expression *body*."""
+    return header + textwrap.dedent(f"""
+
+        async def app(scope, receive, send):
+            await send({{"type": "http.response.start", "status": 200, "headers": []}})
+            await send({{"type": "http.response.body", "body": ({body}).encode()}})
+    """)
+
+
+def layered(project: Project) -> dict[str, str]:
+    """main -> views -> models -> db, main -> util; other is imported by nobody's chain."""
+    n = {stem: project.name(stem) for stem in ("main", "views", "models", "db", "util", "other")}
+    project.write(f"{n['db']}.py", "NAME = 'db v1'\n")
+    project.write(f"{n['models']}.py", f"from {n['db']} import NAME\nMODEL = 'model:' + NAME\n")
+    project.write(f"{n['views']}.py", f"from {n['models']} import MODEL\n\n"
+                                      "def view():\n    return 'view:' + MODEL\n")
+    project.write(f"{n['util']}.py", "HELP = 1\n")
+    project.write(f"{n['other']}.py", "X = 1\n")
+    project.write(f"{n['main']}.py", serving("view()", f"import {n['util']}, {n['other']}\n"
+                                                        f"from {n['views']} import view\n"))
+    return n
+
+
+def test_leaf_edit_re_executes_only_the_leaf_and_its_importers(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    first = importer.load()
+    assert call(first.app) == b"view:model:db v1"
+    kept = {stem: sys.modules[n[stem]] for stem in ("util", "other")}
+    replaced = {stem: sys.modules[n[stem]] for stem in ("db", "models", "views", "main")}
+
+    db = project.write(f"{n['db']}.py", "NAME = 'db v2'\n")
+    outcome = importer.reload([db])
+    assert outcome.strategy == "partial" and outcome.reason is None
+    assert outcome.reexecuted == (n["db"], n["models"], n["views"], n["main"])
+    assert call(outcome.loaded.app) == b"view:model:db v2"
+    for stem, module in kept.items():
+        assert sys.modules[n[stem]] is module
+    for stem, module in replaced.items():
+        assert sys.modules[n[stem]] is not module
+    assert call(first.app) == b"view:model:db v1"  # the running generation is untouched
+
+
+def test_a_changed_file_that_is_no_module_re_executes_nothing(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    first = importer.load()
+    template = project.write("templates/index.html", "<p>hi</p>")
+    never_imported = project.write(f"{project.name('script')}.py", "print('x')\n")
+    outcome = importer.reload([template, never_imported])
+    assert outcome.strategy == "partial" and outcome.reexecuted == ()
+    assert outcome.loaded.app is first.app
+
+
+def test_failed_partial_restores_and_its_files_are_applied_with_the_next_batch(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    served = importer.load().app
+    before = {name: sys.modules[name] for name in n.values()}
+    db = project.write(f"{n['db']}.py", "NAME = 'db v2'\n")
+    models = project.write(f"{n['models']}.py", "MODEL = (\n")
+    with pytest.raises(AppLoadFailure) as info:
+        importer.reload([db, models])
+    assert info.value.location == f"{models}:1"
+    assert {name: sys.modules[name] for name in n.values()} == before
+    assert call(served) == b"view:model:db v1"
+
+    # Only models.py is saved again; the db.py edit of the failed batch is not forgotten.
+    project.write(f"{n['models']}.py", f"from {n['db']} import NAME\nMODEL = 'fixed:' + NAME\n")
+    outcome = importer.reload([models])
+    assert call(outcome.loaded.app) == b"view:fixed:db v2"
+    assert n["db"] in outcome.reexecuted
+
+
+def test_runtime_error_in_an_importer_restores_the_changed_module_too(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    importer.load()
+    old_db = sys.modules[n["db"]]
+    db = project.write(f"{n['db']}.py", "NAME = 'db v2'\n")
+    views = project.write(f"{n['views']}.py", "raise LookupError('no view')\n")
+    with pytest.raises(AppLoadFailure) as info:
+        importer.reload([db, views])
+    assert info.value.location == f"{views}:1"
+    assert "LookupError: no view" in info.value.one_line()
+    assert sys.modules[n["db"]] is old_db
+
+
+def test_new_module_imported_by_an_edited_module(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    importer.load()
+    fresh = project.name("fresh")
+    new_file = project.write(f"{fresh}.py", "NAME = 'brand new'\n")
+    views = project.write(f"{n['views']}.py", f"from {fresh} import NAME\n\n"
+                                              "def view():\n    return NAME\n")
+    outcome = importer.reload([new_file, views])
+    assert call(outcome.loaded.app) == b"brand new"
+    assert importer.graph.users(fresh) == {n["views"]}
+    # ... and it is part of the graph from now on.
+    project.write(f"{fresh}.py", "NAME = 'newer'\n")
+    outcome = importer.reload([new_file])
+    assert outcome.reexecuted == (fresh, n["views"], n["main"])
+    assert call(outcome.loaded.app) == b"newer"
+
+
+def test_a_file_created_for_a_failed_import_re_executes_its_importer(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    main, local = project.name("main"), project.name("local")
+    project.write(f"{main}.py", serving("LOCAL", f"""
+try:
+    from {local} import MESSAGE as LOCAL
+except ImportError:
+    LOCAL = 'default'
+"""))
+    importer = project_importer(project, importers, f"{main}:app")
+    assert call(importer.load().app) == b"default"
+    created = project.write(f"{local}.py", "MESSAGE = 'local settings'\n")
+    outcome = importer.reload([created])
+    assert outcome.reexecuted == (main, local)  # main imports the new file as it runs
+    assert call(outcome.loaded.app) == b"local settings"
+
+
+def test_deleted_module_is_dropped(project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    importer.load()
+    other = project.root / f"{n['other']}.py"
+    main = project.root / f"{n['main']}.py"
+    main.write_text(main.read_text().replace(f", {n['other']}", ""))
+    other.unlink()
+    outcome = importer.reload([other, main])
+    assert n["other"] not in sys.modules and n["other"] not in importer.graph
+    assert outcome.reexecuted == (n["main"],)
+    assert call(outcome.loaded.app) == b"view:model:db v1"
+
+
+def test_deleting_a_module_still_imported_fails_and_restores(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    importer.load()
+    util_module = sys.modules[n["util"]]
+    util = project.root / f"{n['util']}.py"
+    util.unlink()
+    with pytest.raises(AppLoadFailure) as info:
+        importer.reload([util])
+    assert "ModuleNotFoundError" in info.value.one_line()
+    assert sys.modules[n["util"]] is util_module and n["util"] in importer.graph
+
+
+def test_package_init_edit_keeps_unchanged_submodules(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    pkg = project.name("pkg")
+    project.write(f"{pkg}/__init__.py", "GREETING = 'v1'\n")
+    project.write(f"{pkg}/tools.py", "def shout(text):\n    return text.upper()\n")
+    project.write(f"{pkg}/web.py", serving(f"shout({pkg}.GREETING)",
+                                           f"import {pkg}\nfrom {pkg}.tools import shout\n"))
+    importer = project_importer(project, importers, f"{pkg}.web:app")
+    assert call(importer.load().app) == b"V1"
+    tools = sys.modules[f"{pkg}.tools"]
+    init = project.write(f"{pkg}/__init__.py", "GREETING = 'v2'\n")
+    outcome = importer.reload([init])
+    assert outcome.strategy == "partial"
+    assert set(outcome.reexecuted) == {pkg, f"{pkg}.web"}
+    assert call(outcome.loaded.app) == b"V2"
+    assert sys.modules[f"{pkg}.tools"] is tools
+    assert sys.modules[pkg].tools is tools  # re-attached to the new package object
+
+
+def test_import_cycle_is_replayed_in_its_first_order(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    """Flask's classic layout: the package creates the app and imports routes at the bottom;
+    routes imports the app back from the half-initialised package."""
+    pkg = project.name("site")
+    project.write(f"{pkg}/__init__.py", f"""
+ROUTES = {{}}
+
+async def app(scope, receive, send):
+    await send({{"type": "http.response.start", "status": 200, "headers": []}})
+    await send({{"type": "http.response.body", "body": ROUTES["/"]().encode()}})
+
+from {pkg} import routes  # noqa: E402
+""")
+    project.write(f"{pkg}/routes.py", f"from {pkg} import ROUTES\n\n"
+                                      "def index():\n    return 'index v1'\n\n"
+                                      "ROUTES['/'] = index\n")
+    importer = project_importer(project, importers, f"{pkg}:app")
+    assert call(importer.load().app) == b"index v1"
+    routes = project.write(f"{pkg}/routes.py", f"from {pkg} import ROUTES\n\n"
+                                               "def index():\n    return 'index v2'\n\n"
+                                               "ROUTES['/'] = index\n")
+    outcome = importer.reload([routes])
+    assert outcome.reexecuted == (pkg, f"{pkg}.routes")
+    assert call(outcome.loaded.app) == b"index v2"
+
+
+def test_module_loaded_before_recording_forces_a_full_re_import(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    sys.path.insert(0, str(project.root))
+    importlib.import_module(n["util"])  # loaded by someone before the importer started
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    importer.load()
+    util = project.write(f"{n['util']}.py", "HELP = 2\n")
+    outcome = importer.reload([util])
+    assert outcome.strategy == "full"
+    assert outcome.reason is not None and n["util"] in outcome.reason
+    assert set(outcome.reexecuted) == set(n.values())
+
+
+def test_full_when_asked_or_before_a_recorded_load(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    n = layered(project)
+    importer = project_importer(project, importers, f"{n['main']}:app")
+    outcome = importer.reload([project.root / f"{n['db']}.py"])  # never loaded
+    assert outcome.strategy == "full" and outcome.reason is not None
+    assert call(outcome.loaded.app) == b"view:model:db v1"
+    outcome = importer.reload(None)
+    assert outcome.strategy == "full" and outcome.reason == "full re-import requested"
+    assert set(outcome.reexecuted) == set(n.values())
+    # The full re-import recorded a graph: the next edit is partial.
+    db = project.write(f"{n['db']}.py", "NAME = 'db v3'\n")
+    outcome = importer.reload([db])
+    assert outcome.strategy == "partial" and call(outcome.loaded.app) == b"view:model:db v3"
+
+
+def test_factory_is_called_again_after_a_partial_reload(
+        project: Project, importers: list[ProjectImporter]) -> None:
+    main, conf = project.name("main"), project.name("conf")
+    project.write(f"{conf}.py", "TEXT = 'conf v1'\n")
+    project.write(f"{main}.py", f"""
+import {conf}
+
+def create_app():
+    text = {conf}.TEXT
+
+    async def app(scope, receive, send):
+        await send({{"type": "http.response.start", "status": 200, "headers": []}})
+        await send({{"type": "http.response.body", "body": text.encode()}})
+    return app
+""")
+    importer = project_importer(project, importers, f"{main}:create_app", factory=True)
+    assert call(importer.load().app) == b"conf v1"
+    edited = project.write(f"{conf}.py", "TEXT = 'conf v2'\n")
+    assert call(importer.reload([edited]).loaded.app) == b"conf v2"
