@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from _load import LOCALHOST, HttpLoad, http_get, wrk_available
-from _machine import REPO_ROOT, host_label, loadavg, machine_info
+from _load import LOCALHOST as LOCALHOST
+from _load import HttpLoad, http_get, wrk_available
+from _machine import REPO_ROOT as REPO_ROOT
+from _machine import host_label, loadavg, machine_info
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 EXAMPLES = REPO_ROOT / "examples"
@@ -236,16 +238,17 @@ def sigterm_as_interrupt() -> None:
 
 def run_rounds(servers: Sequence[str], rounds: int,
                one_run: Callable[[str, str | None], Mapping[str, Any]], *,
-               line: Callable[[Mapping[str, Any]], str], variants: Sequence[str] = (),
+               line: Callable[[dict[str, Any]], str], variants: Sequence[str] = (),
                variant_key: str = "variant") -> list[dict[str, Any]]:
     """Every server once per round (and per variant: mode, scenario, app), the order rotating
     each round (d,u / u,d / ...) so slow drift on the machine hits every server alike."""
     runs: list[dict[str, Any]] = []
     width = max(len(name) for name in servers)
+    each: Sequence[str | None] = variants or [None]
     for round_no in range(1, rounds + 1):
         shift = (round_no - 1) % len(servers)
         order = [*servers[shift:], *servers[:shift]]
-        for variant in variants or [None]:
+        for variant in each:
             where = f" {variant}" if variant else ""
             for name in order:
                 print(f"  round {round_no}/{rounds}{where}: {name:<{width}}  ", end="", flush=True)
@@ -292,7 +295,7 @@ class Metric:
     devserve/peer ratio."""
 
     name: str  # its key in the summary, e.g. "p99_ms_median"
-    get: Callable[[Mapping[str, Any]], Any]
+    get: Callable[[dict[str, Any]], Any]
     fold: Callable[[list[Any]], Any] = median
     label: str = ""  # column header of the printed table; empty: in the JSON only
     fmt: str = "{:,.2f}"
@@ -394,7 +397,7 @@ LOAD_METRICS = (
 )
 
 
-def load_line(run: Mapping[str, Any]) -> str:
+def load_line(run: dict[str, Any]) -> str:
     """The progress line of one closed-loop load run."""
     errors = sum(run["errors"].values())
     note = f"  ({errors} errors!)" if errors else ""
@@ -519,12 +522,19 @@ class Benchmark:
     def http_load_of(self, args: argparse.Namespace) -> HttpLoad:
         return HttpLoad(args.load, args.connections, args.threads)
 
-    def load_run(self, spec: ServerSpec, args: argparse.Namespace) -> dict[str, Any]:
+    def serve(self, args: argparse.Namespace, spec_at: Callable[[int], ServerSpec],
+              measure: Callable[[RunningServer], Mapping[str, Any]],
+              log_dir: Path | None = None) -> dict[str, Any]:
+        """One run on a fresh server: ``spec_at`` a free port, started, measured, stopped."""
+        return measure_server(spec_at(free_port()), measure, start_timeout=args.start_timeout,
+                              log_dir=log_dir)
+
+    def load_run(self, args: argparse.Namespace, spec_at: Callable[[int], ServerSpec]
+                 ) -> dict[str, Any]:
         """One closed-loop load run on a fresh server: the warm-up (discarded), the measure."""
         load = self.http_load_of(args)
-        return measure_server(spec, lambda server: load.measure(
-            spec.url, warmup_s=args.warmup, duration_s=args.duration).to_json(),
-            start_timeout=args.start_timeout)
+        return self.serve(args, spec_at, lambda server: load.measure(
+            server.spec.url, warmup_s=args.warmup, duration_s=args.duration).to_json())
 
     def settings(self, args: argparse.Namespace) -> dict[str, Any]:
         """The common arguments as the record's settings."""
@@ -554,7 +564,7 @@ class Benchmark:
 
     def run(self, args: argparse.Namespace,
             one_run: Callable[[str, str | None], Mapping[str, Any]], *,
-            line: Callable[[Mapping[str, Any]], str], header: str, variants: Sequence[str] = (),
+            line: Callable[[dict[str, Any]], str], header: str, variants: Sequence[str] = (),
             settings: Mapping[str, Any] | None = None, commands: Mapping[str, Any] | None = None,
             extra: Mapping[str, Any] | None = None,
             conclude: Callable[[dict[str, Any]], list[str]] | None = None,
@@ -603,12 +613,3 @@ class Benchmark:
         print(f"\nresults written to {path}")
         return 0
 
-
-# Transitional, for the scripts not yet on the runner; removed once they are.
-from _load import percentile as percentile  # noqa: E402
-from _load import read_response  # noqa: E402
-
-
-async def _read_response(reader: Any) -> tuple[int, bool]:
-    status, _, close = await read_response(reader)
-    return status, close

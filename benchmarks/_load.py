@@ -120,8 +120,7 @@ class Http1Client:
         self.errors = new_errors() if errors is None else errors
         self.on_error = on_error
         self.retry_pause = retry_pause  # a refused connect returns at once: do not spin
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     def _fail(self, kind: str, exc: BaseException) -> None:
         self.errors[kind] += 1
@@ -130,9 +129,10 @@ class Http1Client:
         self.close()
 
     async def get(self) -> tuple[int, bytes] | None:
-        if self._reader is None or self._writer is None:
+        stream = self._stream
+        if stream is None:
             try:
-                self._reader, self._writer = await asyncio.wait_for(
+                stream = await asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port), self.timeout)
             except TimeoutError as exc:  # before OSError: TimeoutError is one
                 self._fail("timeout", exc)
@@ -141,7 +141,8 @@ class Http1Client:
                 self._fail("connect", exc)
                 await asyncio.sleep(self.retry_pause)
                 return None
-        reader, writer = self._reader, self._writer
+            self._stream = stream
+        reader, writer = stream
         try:
             writer.write(self.request)
             await writer.drain()
@@ -162,9 +163,9 @@ class Http1Client:
         return status, body
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        if self._stream is not None:
+            self._stream[1].close()
+        self._stream = None
 
 
 async def get_once(port: int, timeout: float = 1.0) -> tuple[int, bytes] | None:

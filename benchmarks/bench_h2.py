@@ -31,8 +31,6 @@ from _common import (
     Metric,
     ServerSpec,
     dev_certificate,
-    free_port,
-    measure_server,
     pick,
 )
 from _load import parse_duration_ms, run_tool
@@ -152,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         hypercorn_config.write_text(HYPERCORN_CONFIG)
 
         def one_run(name: str, mode: str | None) -> dict[str, Any]:
-            spec = server_spec(name, free_port(), args.loop, cert if mode == "tls" else None,
-                               hypercorn_config)
-            timeout = args.duration + args.warmup + 60
-            return measure_server(spec, lambda _: asdict(parse_h2load(run_tool(
-                h2load_command(spec.url, args), timeout))), start_timeout=args.start_timeout)
+            tls = cert if mode == "tls" else None
+            return BENCH.serve(
+                args, lambda port: server_spec(name, port, args.loop, tls, hypercorn_config),
+                lambda server: asdict(parse_h2load(run_tool(
+                    h2load_command(server.spec.url, args), args.duration + args.warmup + 60))))
 
         return BENCH.run(
             args, one_run, line=line, variants=modes,

@@ -29,11 +29,8 @@ from _common import (
     REPO_ROOT,
     Benchmark,
     Metric,
-    RunningServer,
     ServerSpec,
     dev_certificate,
-    free_port,
-    measure_server,
 )
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "apps"))
@@ -129,14 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         cert = dev_certificate(Path(tmp))
 
         def one_run(name: str, scenario: str | None) -> dict[str, Any]:
-            def measure(server: RunningServer) -> dict[str, Any]:
-                port = urlsplit(server.spec.url).port or 443
-                return asyncio.run(_load(port, SCENARIOS[scenario or ""], args.duration,
-                                         args.warmup))
-
-            spec = server_spec(name, free_port(), args.loop, cert)
-            return measure_server(spec, measure, start_timeout=args.start_timeout,
-                                  log_dir=Path(tmp))
+            streams = SCENARIOS[scenario or ""]
+            return BENCH.serve(
+                args, lambda port: server_spec(name, port, args.loop, cert),
+                lambda server: asyncio.run(_load(server.spec.port, streams, args.duration,
+                                                 args.warmup)), log_dir=Path(tmp))
 
         return BENCH.run(
             args, one_run, line=line, variants=list(SCENARIOS),

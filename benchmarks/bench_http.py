@@ -26,7 +26,6 @@ from _common import (
     REPO_ROOT,
     Benchmark,
     ServerSpec,
-    free_port,
     load_line,
 )
 
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     load = BENCH.http_load_of(args)
 
     def one_run(name: str, _: str | None) -> dict[str, object]:
-        return BENCH.load_run(server_spec(name, free_port(), args.loop, prefix), args)
+        return BENCH.load_run(args, lambda port: server_spec(name, port, args.loop, prefix))
 
     note = f"devserve slot overridden by {override!r}; not a devserve result"
     return BENCH.run(

@@ -40,8 +40,6 @@ from _common import (
     Metric,
     RunningServer,
     ServerSpec,
-    free_port,
-    measure_server,
 )
 from _load import Http1Client, new_errors
 
@@ -215,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             write_app(app_dir, 0)
-            spec = server_spec(name, free_port(), app_dir, args.loop)
-            return measure_server(spec, measure, start_timeout=args.start_timeout)
+            return BENCH.serve(args, lambda port: server_spec(name, port, app_dir, args.loop),
+                               measure)
         finally:
             shutil.rmtree(app_dir, ignore_errors=True)
 

@@ -43,11 +43,10 @@ from _common import (
     LOCALHOST,
     Benchmark,
     Metric,
+    RunningServer,
     ServerError,
     ServerSpec,
     counts,
-    free_port,
-    measure_server,
     pick,
 )
 from _load import Http1Client, get_once, new_errors, percentile
@@ -255,17 +254,18 @@ def run_one(server: str, case: AppCase, args: argparse.Namespace, workdir: Path
     project = Path(tempfile.mkdtemp(prefix=f"{server}-{case.name}-", dir=workdir))
     app_file = project / f"{case.module}.py"
     shutil.copy(EXAMPLES / f"{case.module}.py", app_file)
-    port = free_port()
-    spec = server_spec(server, case, project, port, args.uvicorn_reload_delay)
 
-    def measure(_: object) -> dict[str, Any]:
+    def measure(running: RunningServer) -> dict[str, Any]:
+        port = running.spec.port
         editor = Editor(case, app_file)
         warm = asyncio.run(warm_up(port, editor, SERVE_DEADLINE_S))
         return {"warm_up_ms": round(warm * 1000, 1),
                 "save_to_serve": asyncio.run(measure_edits(port, editor, args.edits)),
                 "under_load": asyncio.run(load_during_reloads(port, editor, args))}
 
-    return measure_server(spec, measure, start_timeout=args.start_timeout, log_dir=workdir)
+    return BENCH.serve(
+        args, lambda port: server_spec(server, case, project, port, args.uvicorn_reload_delay),
+        measure, log_dir=workdir)
 
 
 def line(run: dict[str, Any]) -> str:

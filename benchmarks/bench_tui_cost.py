@@ -30,39 +30,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from _common import (
+    EXAMPLES,
     LOCALHOST,
     REPO_ROOT,
+    Benchmark,
+    Metric,
     ServerError,
-    _read_response,
-    format_table,
     free_port,
-    machine_info,
-    median,
-    percentile,
-    results_path,
-    sigterm_as_interrupt,
     wait_ready,
-    write_json,
 )
+from _load import Http1Client, new_errors, percentile
 
-EXAMPLES = REPO_ROOT / "examples"
 CONFIGS: dict[str, list[str]] = {
     "tui-on": ["--tui", "on", "--no-access-log"],
     "tui-off": ["--tui", "off", "--no-access-log"],
@@ -72,6 +64,39 @@ BASELINE = "tui-off"
 GOAL_PERCENT = 5.0
 COLS, ROWS = 120, 45
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _present(value: float | None) -> list[float]:
+    return [] if value is None else [value]
+
+
+BENCH = Benchmark(
+    kind="tui-cost",
+    title="dashboard CPU cost, devserve hello:app in tmux",
+    description="CPU cost of devserve's live dashboard at a fixed request rate (tui on vs off, "
+                "in tmux).",
+    servers=tuple(CONFIGS),
+    full={"rounds": 2, "duration": 15.0, "warmup": 2.0, "connections": 8, "rate": 2000.0,
+          "idle": 5.0},
+    quick={"rounds": 1, "duration": 5.0, "warmup": 1.0, "idle": 2.0},
+    metrics=(
+        Metric("server_cpu_percent", lambda r: r["server_cpu_percent"], label="server CPU %",
+               fmt="{:.1f}"),
+        Metric("server_cpu_percent_runs", lambda r: r["server_cpu_percent"], fold=list),
+        Metric("idle_server_cpu_percent", lambda r: _present(r["idle_server_cpu_percent"]),
+               label="idle CPU %", fmt="{:.1f}"),
+        Metric("tmux_server_cpu_percent", lambda r: r["tmux_server_cpu_percent"],
+               label="tmux CPU %", fmt="{:.1f}"),
+        Metric("achieved_rate", lambda r: r["load"]["achieved_rate"], label="req/s",
+               fmt="{:.0f}"),
+        Metric("p99_ms", lambda r: r["load"]["latency_ms"]["p99"], label="p99 ms", fmt="{:.1f}"),
+        Metric("errors", lambda r: sum(r["load"]["errors"].values()), fold=sum, label="errors",
+               fmt="{}"),
+    ),
+    packages=("devserve", "rich", "h11", "uvloop"),
+    tools={"tmux": ("tmux", "-V")},
+    aliases={"servers": ("--configs",)},
+)
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -122,11 +147,10 @@ class RateResult:
     target_rate: float
     duration_s: float
     connections: int
-    sent: int = 0
+    sent: int = 0  # requests attempted (a failed connect counts as one)
     completed: int = 0
     achieved_rate: float = 0.0
-    errors: dict[str, int] = field(default_factory=lambda: {"connect": 0, "read": 0,
-                                                            "status": 0})
+    errors: dict[str, int] = field(default_factory=new_errors)
     # From the scheduled send time (includes queueing when the server falls behind) ...
     latency_ms: dict[str, float] = field(default_factory=dict)
     # ... and from the moment the request was actually written.
@@ -141,7 +165,6 @@ async def _fixed_rate(host: str, port: int, rate: float, duration_s: float,
     keep-alive connections (connection k sends n = k, k + C, k + 2C, ...). A connection whose
     previous answer came late sends the overdue request at once, so a slow server shows up as
     latency measured from the schedule, not as a silently lower rate."""
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
     loop = asyncio.get_running_loop()
     result = RateResult(target_rate=rate, duration_s=duration_s, connections=connections)
     total = int(rate * duration_s)
@@ -150,42 +173,25 @@ async def _fixed_rate(host: str, port: int, rate: float, duration_s: float,
     start = loop.time() + 0.05
 
     async def client(k: int) -> None:
-        reader = writer = None
+        conn = Http1Client(host, port, path, errors=result.errors, retry_pause=0.0)
         for n in range(k, total, connections):
             due = start + n / rate
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             result.max_lag_ms = max(result.max_lag_ms, (loop.time() - due) * 1e3)
-            if writer is None:
-                try:
-                    reader, writer = await asyncio.open_connection(host, port)
-                except OSError:
-                    result.errors["connect"] += 1
-                    continue
-            assert reader is not None
             sent = loop.time()
             result.sent += 1
-            try:
-                writer.write(request)
-                status, close = await asyncio.wait_for(_read_response(reader), timeout=5.0)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError,
-                    IndexError):
-                result.errors["read"] += 1
-                writer.close()
-                writer = None
+            answer = await conn.get()
+            if answer is None:
                 continue
             done = loop.time()
             result.completed += 1
             latencies.append((done - due) * 1e3)
             service.append((done - sent) * 1e3)
-            if status != 200:
+            if answer[0] != 200:
                 result.errors["status"] += 1
-            if close:
-                writer.close()
-                writer = None
-        if writer is not None:
-            writer.close()
+        conn.close()
 
     cpu0 = time.process_time()
     await asyncio.gather(*(client(k) for k in range(connections)))
@@ -294,16 +300,6 @@ class TmuxServer:
 # --------------------------------------------------------------------------- one run
 
 
-@dataclass
-class Settings:
-    rate: float
-    duration: float
-    warmup: float
-    idle: float
-    connections: int
-    rounds: int
-
-
 def check_screen(server: TmuxServer) -> None:
     """The pane shows what the configuration promises, so we measure what we think we do."""
     deadline = time.monotonic() + 10
@@ -333,10 +329,10 @@ def wait_dashboard_total(server: TmuxServer, at_least: int, timeout: float = 5.0
         time.sleep(0.05)
 
 
-def one_run(config: str, settings: Settings, workdir: Path) -> dict[str, Any]:
+def one_run(config: str, settings: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     server = TmuxServer(config, free_port(), workdir)
     try:
-        server.start()
+        server.start(settings.start_timeout)
         check_screen(server)
         idle = CpuWindow(server.pid)
         idle_tmux = CpuWindow(server.tmux_pid)
@@ -367,7 +363,6 @@ def one_run(config: str, settings: Settings, workdir: Path) -> dict[str, Any]:
                 print(f"  warning: the dashboard shows {shown} requests, expected {expected}",
                       flush=True)
         run = {
-            "config": config,
             "command": shlex.join(server.argv).replace(str(server.port), "PORT"),
             "server_cpu_percent": round(window.percent, 2),
             "server_cpu_s": round(window.cpu_s, 3),
@@ -380,171 +375,82 @@ def one_run(config: str, settings: Settings, workdir: Path) -> dict[str, Any]:
             "dashboard_total_expected": expected,
             "load": asdict(load),
         }
-        lag = f"  max lag {load.max_lag_ms:.0f} ms" if load.max_lag_ms > 50 else ""
-        idle_text = "-" if settings.idle <= 0 else f"{idle.percent:.1f}%"
-        print(f"  {config:<12} server CPU {window.percent:5.1f}%  "
-              f"(idle {idle_text})  tmux {tmux_window.percent:4.1f}%  "
-              f"{load.achieved_rate:7.1f} req/s  p99 {load.latency_ms.get('p99', 0):.1f} ms "
-              f"(service {load.service_ms.get('p99', 0):.1f} ms)  "
-              f"errors {sum(load.errors.values())}{lag}", flush=True)
         return run
     finally:
         server.stop()
 
 
+def line(run: dict[str, Any]) -> str:
+    load = run["load"]
+    lag = f"  max lag {load['max_lag_ms']:.0f} ms" if load["max_lag_ms"] > 50 else ""
+    idle = run["idle_server_cpu_percent"]
+    return (f"server CPU {run['server_cpu_percent']:5.1f}%  "
+            f"(idle {'-' if idle is None else f'{idle:.1f}%'})  "
+            f"tmux {run['tmux_server_cpu_percent']:4.1f}%  {load['achieved_rate']:7.1f} req/s  "
+            f"p99 {load['latency_ms'].get('p99', 0):.1f} ms "
+            f"(service {load['service_ms'].get('p99', 0):.1f} ms)  "
+            f"errors {sum(load['errors'].values())}{lag}")
+
+
 # --------------------------------------------------------------------------- driver
 
 
-def summarize(runs: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
-    per_config: dict[str, dict[str, Any]] = {}
-    for config in CONFIGS:
-        mine = [r for r in runs if r["config"] == config]
-        if not mine:
-            continue
-        idle = [r["idle_server_cpu_percent"] for r in mine
-                if r["idle_server_cpu_percent"] is not None]
-        per_config[config] = {
-            "server_cpu_percent": round(median([r["server_cpu_percent"] for r in mine]), 2),
-            "server_cpu_percent_runs": [r["server_cpu_percent"] for r in mine],
-            "idle_server_cpu_percent": round(median(idle), 2) if idle else None,
-            "tmux_server_cpu_percent": round(median([r["tmux_server_cpu_percent"]
-                                                     for r in mine]), 2),
-            "achieved_rate": round(median([r["load"]["achieved_rate"] for r in mine]), 1),
-            "p99_ms": round(median([r["load"]["latency_ms"]["p99"] for r in mine]), 3),
-            "errors": sum(sum(r["load"]["errors"].values()) for r in mine),
-        }
-    on = per_config.get("tui-on", {}).get("server_cpu_percent")
-    off = per_config.get(BASELINE, {}).get("server_cpu_percent")
-    off_log = per_config.get("tui-off-log", {}).get("server_cpu_percent")
-    cost = round(on - off, 2) if on is not None and off is not None else None
-    idle_on = per_config.get("tui-on", {}).get("idle_server_cpu_percent")
-    idle_off = per_config.get(BASELINE, {}).get("idle_server_cpu_percent")
-    low_rate = [c for c, v in per_config.items() if v["achieved_rate"] < 0.95 * settings.rate]
-    return {
-        "per_config": per_config,
+def conclude(result: dict[str, Any], rate: float) -> list[str]:
+    """The dashboard's cost: tui-on minus the silent baseline (and minus the access log), in
+    % of one core; added to the result, and the report's last lines."""
+    cpu = {c: v["server_cpu_percent"] for c, v in result["servers"].items()}
+    idle = {c: v["idle_server_cpu_percent"] for c, v in result["servers"].items()}
+
+    def minus(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(a - b, 2)
+
+    cost = minus(cpu["tui-on"], cpu[BASELINE])
+    result.update({
         "dashboard_cost_percent_of_core": cost,
-        "dashboard_idle_cost_percent_of_core": (round(idle_on - idle_off, 2)
-                                                if idle_on is not None and idle_off is not None
-                                                else None),
-        "tui_on_minus_access_log_percent_of_core": (round(on - off_log, 2)
-                                                    if on is not None and off_log is not None
-                                                    else None),
+        "dashboard_idle_cost_percent_of_core": minus(idle["tui-on"], idle[BASELINE]),
+        "tui_on_minus_access_log_percent_of_core": minus(cpu["tui-on"], cpu.get("tui-off-log")),
         "goal_percent_of_core": GOAL_PERCENT,
         "goal_met": cost is not None and cost < GOAL_PERCENT,
-        "configs_below_95pct_of_target_rate": low_rate,
-    }
+        "configs_below_95pct_of_target_rate": [
+            c for c, v in result["servers"].items() if v["achieved_rate"] < 0.95 * rate],
+    })
+    lines = [f"dashboard cost (tui-on - tui-off): {cost:+.1f}% of one core "
+             f"(goal < {GOAL_PERCENT:.0f}%: {'met' if result['goal_met'] else 'NOT met'})"]
+    for key, text in (("dashboard_idle_cost_percent_of_core", "dashboard cost when idle:"),
+                      ("tui_on_minus_access_log_percent_of_core", "tui-on vs access log:")):
+        if result[key] is not None:
+            lines.append(f"{text:<35}{result[key]:+.1f}% of one core")
+    if result["configs_below_95pct_of_target_rate"]:
+        lines.append("warning: below 95% of the target rate in "
+                     + ", ".join(result["configs_below_95pct_of_target_rate"]))
+    return lines
 
 
-def print_report(summary: dict[str, Any]) -> None:
-    rows = []
-    for config, v in summary["per_config"].items():
-        rows.append([config, f"{v['server_cpu_percent']:.1f}",
-                     "-" if v["idle_server_cpu_percent"] is None
-                     else f"{v['idle_server_cpu_percent']:.1f}",
-                     f"{v['tmux_server_cpu_percent']:.1f}", f"{v['achieved_rate']:.0f}",
-                     f"{v['p99_ms']:.1f}", str(v["errors"])])
-    print()
-    print(format_table(["config", "server CPU %", "idle CPU %", "tmux CPU %", "req/s",
-                        "p99 ms", "errors"], rows))
-    cost = summary["dashboard_cost_percent_of_core"]
-    print(f"\ndashboard cost (tui-on - tui-off): {cost:+.1f}% of one core "
-          f"(goal < {GOAL_PERCENT:.0f}%: {'met' if summary['goal_met'] else 'NOT met'})")
-    if summary["dashboard_idle_cost_percent_of_core"] is not None:
-        print(f"dashboard cost when idle:          "
-              f"{summary['dashboard_idle_cost_percent_of_core']:+.1f}% of one core")
-    if summary["tui_on_minus_access_log_percent_of_core"] is not None:
-        print(f"tui-on vs access log to terminal:  "
-              f"{summary['tui_on_minus_access_log_percent_of_core']:+.1f}% of one core")
-    if summary["configs_below_95pct_of_target_rate"]:
-        print("warning: below 95% of the target rate in "
-              + ", ".join(summary["configs_below_95pct_of_target_rate"]))
-
-
-def default_output() -> Path:
-    return results_path("tui-cost")
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="CPU cost of devserve's live dashboard at a "
-                                     "fixed request rate (tui on vs off, in tmux).")
-    parser.add_argument("--rate", type=float, default=2000.0, help="requests/s (default 2000)")
-    parser.add_argument("--duration", type=float, help="measured seconds per run (default 15)")
-    parser.add_argument("--warmup", type=float, help="discarded load seconds (default 2)")
-    parser.add_argument("--idle", type=float, help="idle CPU window seconds (default 5, 0: skip)")
-    parser.add_argument("--connections", type=int, default=8,
-                        help="keep-alive connections (default 8)")
-    parser.add_argument("--rounds", type=int, help="rounds per config (default 2)")
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help=f"comma-separated subset of {', '.join(CONFIGS)}")
-    parser.add_argument("--quick", action="store_true", help="1 round, 5 s load, 2 s idle")
-    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/...)")
-    parser.add_argument("--no-save", action="store_true", help="print only")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    quick = args.quick
-    settings = Settings(
-        rate=args.rate,
-        duration=args.duration or (5.0 if quick else 15.0),
-        warmup=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
-        idle=args.idle if args.idle is not None else (2.0 if quick else 5.0),
-        connections=args.connections,
-        rounds=args.rounds or (1 if quick else 2),
-    )
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown or BASELINE not in configs or "tui-on" not in configs:
-        print(f"--configs needs tui-on and {BASELINE}; unknown: {unknown}", file=sys.stderr)
-        return 2
+def main(argv: list[str] | None = None) -> int:
+    parser = BENCH.parser()
+    parser.add_argument("--rate", type=float, help="requests/s (2000)")
+    parser.add_argument("--idle", type=float,
+                        help="idle CPU window seconds (5; quick: 2; 0: skip)")
+    args = BENCH.parse(parser, argv)
+    if "tui-on" not in args.servers or BASELINE not in args.servers:
+        parser.error(f"--servers (--configs) needs tui-on and {BASELINE}")
     if not Path("/proc/self/stat").exists():
         print("needs Linux /proc for per-process CPU time", file=sys.stderr)
         return 2
-    sigterm_as_interrupt()
-    workdir = Path(tempfile.mkdtemp(prefix="devserve-tui-cost-"))
-    started = dt.datetime.now().astimezone()
-    load_at_start = os.getloadavg()
-    print(f"{settings.rate:.0f} req/s for {settings.duration:.0f} s (warm-up "
-          f"{settings.warmup:.0f} s, idle window {settings.idle:.0f} s), "
-          f"{settings.connections} connections, {settings.rounds} round(s)", flush=True)
-    runs: list[dict[str, Any]] = []
-    try:
-        for round_no in range(settings.rounds):
-            order = configs[round_no % len(configs):] + configs[:round_no % len(configs)]
-            print(f"round {round_no + 1}/{settings.rounds}", flush=True)
-            for config in order:
-                run = one_run(config, settings, workdir)
-                run["round"] = round_no + 1
-                runs.append(run)
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
-    except ServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    summary = summarize(runs, settings)
-    print_report(summary)
-    if args.no_save:
-        return 0
-    result = {
-        "benchmark": "tui-cost",
-        "started": started.isoformat(timespec="seconds"),
-        "loadavg_at_start": [round(x, 2) for x in load_at_start],
-        "note": "CPU% is of one core; other jobs share the machine, see loadavg per run",
-        "machine": machine_info(packages=["devserve", "rich", "h11", "uvloop"],
-                                tools={"tmux": ["tmux", "-V"]}),
-        "settings": {**asdict(settings), "configs": {c: CONFIGS[c] for c in configs},
-                     "app": "examples/hello.py (hello:app)", "terminal": f"tmux {COLS}x{ROWS}",
-                     "load": "built-in fixed-rate asyncio client (keep-alive, no pipelining)"},
-        "summary": summary,
-        "runs": runs,
-    }
-    path = write_json(args.output or default_output(), result)
-    print(f"\nresults written to {path}")
-    return 0
+    with tempfile.TemporaryDirectory(prefix="devserve-tui-cost-") as workdir:
+        return BENCH.run(
+            args, lambda config, _: one_run(config, args, Path(workdir)), line=line,
+            header=f"{args.rate:.0f} req/s for {args.duration:g}s (warm-up {args.warmup:g}s, "
+                   f"idle window {args.idle:g}s), {args.connections} connections",
+            conclude=lambda result: conclude(result, args.rate),
+            settings={"rate": args.rate, "idle_s": args.idle,
+                      "configs": {c: CONFIGS[c] for c in args.servers},
+                      "app": "examples/hello.py (hello:app)", "terminal": f"tmux {COLS}x{ROWS}",
+                      "load": "built-in fixed-rate asyncio client (keep-alive, no pipelining)"},
+            commands={c: shlex.join(TmuxServer(c, 0, Path(workdir)).argv).replace(
+                "--port 0", "--port PORT") for c in args.servers},
+            extra={"note": "CPU% is of one core; other jobs share the machine, see loadavg"},
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from _common import (
     LOCALHOST,
     Benchmark,
     ServerSpec,
-    free_port,
     load_line,
 )
 
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     load = BENCH.http_load_of(args)
 
     def one_run(name: str, _: str | None) -> dict[str, object]:
-        return BENCH.load_run(server_spec(name, free_port(), args.server_threads), args)
+        return BENCH.load_run(args, lambda port: server_spec(name, port, args.server_threads))
 
     return BENCH.run(
         args, one_run, line=load_line,
