@@ -9,8 +9,9 @@ interleaved rounds in rotating order with a fresh process on a free port per run
 stopping the servers, medians per server, devserve/peer ratios side by side, and a JSON result
 named ``<kind>-<date>-<host>.json`` with the machine, settings and exact commands.
 
-Helpers live in ``_load.py`` (HTTP/1.1 clients and load generators) and ``_machine.py``.
-Stdlib only; devserve itself is imported only for a TLS certificate.
+Helpers live in ``_servers.py`` (one server process: spec, readiness, stop; re-exported here),
+``_load.py`` (HTTP/1.1 clients and load generators) and ``_machine.py`` (where the numbers came
+from). Stdlib only; devserve itself is imported only for a TLS certificate.
 """
 
 from __future__ import annotations
@@ -18,43 +19,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import http.client
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from _load import LOCALHOST as LOCALHOST
-from _load import HttpLoad, http_get, wrk_available
+from _load import HttpLoad, wrk_available
 from _machine import REPO_ROOT as REPO_ROOT
 from _machine import host_label, loadavg, machine_info
+from _servers import RunningServer as RunningServer
+from _servers import ServerError as ServerError
+from _servers import ServerSpec as ServerSpec
+from _servers import free_port as free_port
+from _servers import measure_server
+from _servers import wait_ready as wait_ready
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 EXAMPLES = REPO_ROOT / "examples"
 ORDER = "rotating interleave, fresh process and port per run"
 
 
-# --------------------------------------------------------------------------- servers
-
-
-def free_port(host: str = LOCALHOST) -> int:
-    """Ask the kernel for an unused port (bind to 0) instead of guessing one that may be taken.
-
-    There is a small race between closing this socket and the server binding the port; on a
-    loopback-only benchmark host it is negligible, and start-up failure is reported clearly.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+# --------------------------------------------------------------------------- process
 
 
 def default_loop() -> str:
@@ -76,151 +67,6 @@ def dev_certificate(directory: Path) -> tuple[Path, Path]:
 
     dev = ensure_dev_certificate(directory)
     return dev.cert_path, dev.key_path
-
-
-Probe = Callable[[str, float], tuple[int, bytes]]  # (url, timeout) -> (status, body)
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """How to start one server: the exact argv, where, and how to tell it is ready
-    (``probe`` answers 200 with ``expect_body``)."""
-
-    name: str
-    argv: Sequence[str]
-    url: str
-    cwd: Path = REPO_ROOT
-    env: Mapping[str, str] = field(default_factory=dict)
-    expect_body: bytes | None = None
-    probe: Probe = http_get
-
-    @property
-    def command(self) -> str:
-        return subprocess.list2cmdline(list(self.argv))
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or 0
-
-    def template(self) -> dict[str, str]:
-        """The command with PORT for the port (build the spec with port 0), and its cwd."""
-        command = self.command.replace(f"{LOCALHOST}:0", f"{LOCALHOST}:PORT")
-        return {"command": command.replace("--port 0", "--port PORT"), "cwd": str(self.cwd)}
-
-
-class ServerError(RuntimeError):
-    """A server did not come up (exited early, never answered), or died during a run."""
-
-
-@dataclass
-class RunningServer:
-    spec: ServerSpec
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    startup_s: float = 0.0
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_ready(url: str, *, probe: Probe = http_get, expect_body: bytes | None = None,
-               timeout: float = 20.0, interval: float = 0.05,
-               process: subprocess.Popen[bytes] | None = None) -> float:
-    """Probe ``url`` until it answers 200 (with ``expect_body``); the seconds it took.
-
-    A deadline instead of a fixed sleep: a fixed sleep is either too short on a slow machine
-    (load hits a half-started server) or wasted time on a fast one. Raises ServerError if the
-    process exits first or the deadline passes.
-    """
-    start = time.monotonic()
-    deadline = start + timeout
-    last = "no attempt"
-    while True:
-        if process is not None and process.poll() is not None:
-            raise ServerError(f"server exited with code {process.returncode} before it was ready")
-        try:
-            status, body = probe(url, min(1.0, max(0.05, deadline - time.monotonic())))
-        except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if status == 200 and expect_body in (None, body):
-                return time.monotonic() - start
-            last = f"HTTP {status} {body[:80]!r}"
-        if time.monotonic() >= deadline:
-            raise ServerError(f"not ready after {timeout:.1f}s ({last})")
-        time.sleep(interval)
-
-
-def stop_process(process: subprocess.Popen[Any], *, grace: float = 5.0) -> int | None:
-    """Stop a child we started: SIGTERM to its PID, then SIGKILL after ``grace`` seconds.
-
-    SIGTERM first so the server shuts down its own workers. The SIGKILL fallback goes to the
-    child's process group while the child is still alive (it was started in its own session,
-    so that group holds only what we started) to leave no orphaned worker behind.
-    """
-    if process.poll() is not None:
-        return process.returncode
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        return process.wait(timeout=grace)
-    return None
-
-
-@contextlib.contextmanager
-def running_server(spec: ServerSpec, *, start_timeout: float = 20.0, stop_grace: float = 5.0,
-                   log_dir: Path | None = None) -> Iterator[RunningServer]:
-    """Start ``spec``, wait until it is ready, yield it, and always stop it (even on Ctrl+C).
-
-    Output goes to a log file rather than a pipe: a chatty server writing into a pipe nobody
-    reads would block and skew the measurement.
-    """
-    log_dir = log_dir or Path(tempfile.gettempdir())
-    log_dir.mkdir(parents=True, exist_ok=True)
-    fd, log_name = tempfile.mkstemp(prefix=f"bench-{spec.name}-", suffix=".log", dir=log_dir)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
-    with os.fdopen(fd, "wb") as log:
-        process = subprocess.Popen(
-            list(spec.argv), cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT,
-            # Own session: Ctrl+C in the terminal reaches us, and we stop the server in order.
-            start_new_session=True,
-        )
-    server = RunningServer(spec=spec, process=process, log_path=Path(log_name))
-    try:
-        try:
-            server.startup_s = wait_ready(spec.url, probe=spec.probe, process=process,
-                                          expect_body=spec.expect_body, timeout=start_timeout)
-        except ServerError as exc:
-            raise ServerError(
-                f"{spec.name}: {exc}\n  command: {spec.command}\n  log tail:\n{server.log_tail()}"
-            ) from None
-        yield server
-    finally:
-        stop_process(process, grace=stop_grace)
-
-
-def measure_server(spec: ServerSpec, measure: Callable[[RunningServer], Mapping[str, Any]], *,
-                   start_timeout: float, log_dir: Path | None = None) -> dict[str, Any]:
-    """One run: start ``spec``, ``measure`` it, stop it; a server that died during the run
-    fails the benchmark (its numbers would be about a crash, not the server)."""
-    with running_server(spec, start_timeout=start_timeout, log_dir=log_dir) as server:
-        result = measure(server)
-        crashed = server.process.poll() is not None
-    if crashed:
-        raise ServerError(f"{spec.name} exited during the run\n{server.log_tail()}")
-    return {"command": spec.command, "cwd": str(spec.cwd),
-            "startup_s": round(server.startup_s, 3), **result}
 
 
 def sigterm_as_interrupt() -> None:
