@@ -3,18 +3,15 @@
 Why here (and not in ``workers/``): this is a connection driver like ``h1.py``, only blocking.
 ``SyncWorker`` owns the threads and their lifecycle (run, drain, stats); it hands each
 connection taken from its ``AcceptDistributor`` to :class:`SyncConnectionServer`, which
-reads requests with the sans-IO :class:`H1Connection`, runs the WSGI or ASGI app and writes the
-answer. :class:`SyncConnection` is what travels between the distributor and the threads
-(parser state included, so bytes already buffered survive the trip); :class:`BlockingH1` is
-one thread's blocking I/O on it.
+reads requests with the sans-IO :class:`H1Connection` (through :class:`BlockingH1`, in
+``blocking_conn.py``), admits them like every other driver (``admission.py``), runs the WSGI or
+ASGI app and writes the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import socket
 import ssl
 import sys
 import threading
@@ -26,176 +23,19 @@ import h11
 
 from devserve.asgi.cycle import HTTPCycle
 from devserve.asgi.scope import apply_proxy_headers, http_scope, socket_address
-from devserve.asgi.wsgi import ClientGone, Headers, WSGIInput, WSGIResponse, build_environ, run_wsgi
+from devserve.asgi.wsgi import Headers, WSGIInput, WSGIResponse, build_environ, run_wsgi
 from devserve.config import Config
 from devserve.lifecycle import RequestCompleted
-from devserve.protocols.http1 import (
-    BadRequest,
-    BodyChunk,
-    H1Connection,
-    H1Event,
-    RequestEnd,
-    RequestHead,
-)
+from devserve.protocols.http1 import BadRequest, H1Connection, RequestHead
+from devserve.serve.admission import Verdict, admit, request_path
+from devserve.serve.blocking_conn import BlockingH1, BodyRejected, SyncConnection
+from devserve.serve.responses import CLOSE, INTERNAL_ERROR, Canned, for_verdict
 from devserve.serve.state import WorkerState, access_logger
 
 logger = logging.getLogger("devserve.error")
 
 IO_TIMEOUT = 30.0  # a body read or a response write that makes no progress for this long fails
 HANDSHAKE_TIMEOUT = 10.0
-DISCARD_BODY_LIMIT = 1024 * 1024  # unread request body skipped to keep a connection alive
-_UNAVAILABLE = b"Service Unavailable\n"
-
-
-class SyncConnection:
-    """An accepted connection and its HTTP/1.1 state, passed between the distributor and the
-    SyncWorker threads (so bytes already buffered survive the trip)."""
-
-    __slots__ = ("client", "h1", "idle_deadline", "needs_handshake", "server", "sock")
-
-    def __init__(self, sock: socket.socket, *, needs_handshake: bool = False) -> None:
-        self.sock: socket.socket = sock
-        self.h1: H1Connection | None = None  # created by the first worker that serves it
-        self.needs_handshake = needs_handshake
-        self.idle_deadline = 0.0
-        self.server: tuple[str, int] | None = None
-        self.client: tuple[str, int] | None = None
-
-    def has_pending(self) -> bool:
-        """Bytes that a selector cannot see: unparsed input or TLS-decrypted data."""
-        if self.h1 is not None and self.h1.has_buffered_bytes:
-            return True
-        sock = self.sock
-        return isinstance(sock, ssl.SSLSocket) and not self.needs_handshake and (
-            sock.pending() > 0)
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-
-class BodyRejected(OSError):
-    """The request body broke a limit (413) or the protocol (400) while the app read it."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"request body rejected with {status}")
-        self.status = status
-
-
-class BlockingH1:
-    """One connection on one thread: reads events, pulls the body, writes the response.
-
-    It is both the WSGI ``ResponseSink`` and the ASGI cycle's owner (``CycleOwner``).
-    """
-
-    def __init__(self, conn: SyncConnection) -> None:
-        assert conn.h1 is not None
-        self.conn = conn
-        self.sock = conn.sock
-        self.h1: H1Connection = conn.h1
-        self.events: collections.deque[H1Event] = collections.deque()
-        self.body_done = False
-        self.disconnected = False
-        self.close_after = False
-        self.cycle: HTTPCycle | None = None
-
-    def next_event(self) -> H1Event:
-        while not self.events:
-            self.events.extend(self.h1.next_events())
-            if not self.events:
-                self.h1.feed(self.sock.recv(65536))
-        return self.events.popleft()
-
-    def pull_body(self) -> bytes:
-        """The next chunk of the request body; ``b""`` at its end."""
-        if self.body_done:
-            return b""
-        self.send_continue()
-        event = self.next_event()
-        if isinstance(event, BodyChunk):
-            return event.data
-        if isinstance(event, RequestEnd):
-            self.body_done = True
-            return b""
-        if isinstance(event, BadRequest):
-            self.body_done = True
-            raise BodyRejected(event.status)
-        self.disconnected = True
-        raise ClientGone("the client closed the connection")
-
-    def discard_body(self) -> bool:
-        """Skip what the app left unread; False when there is too much (close instead)."""
-        left = DISCARD_BODY_LIMIT
-        try:
-            while left >= 0 and (chunk := self.pull_body()):
-                left -= len(chunk)
-        except OSError:
-            return False
-        return left >= 0
-
-    def _send(self, data: bytes) -> None:
-        if self.disconnected:
-            raise ClientGone("the client closed the connection")
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            self.disconnected = True
-            if self.cycle is not None:
-                self.cycle.mark_disconnected()
-            raise ClientGone(str(exc)) from None
-
-    # -- ResponseSink / CycleOwner ---------------------------------------------------------
-    def write_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
-        if self.h1.waiting_for_continue and all(n != b"connection" for n, _ in headers):
-            headers.append((b"connection", b"close"))  # the body may never come
-        if any(n == b"connection" and b"close" in v.lower() for n, v in headers):
-            self.close_after = True  # don't wait for an unread body: we close anyway
-        data = self.h1.response_head(status, headers)
-        if body:
-            data += self.h1.body(body)
-        if end:
-            data += self.h1.end()
-        self._send(data)
-
-    def write_body(self, data: bytes, end: bool) -> None:
-        out = self.h1.body(data)
-        if end:
-            out += self.h1.end()
-        if out:
-            self._send(out)
-
-    async def wait_writable(self) -> None:
-        return None  # sendall() already waited
-
-    def want_body(self) -> None:
-        cycle = self.cycle
-        assert cycle is not None
-        try:
-            data = self.pull_body()
-        except OSError:
-            cycle.mark_disconnected()
-            return
-        if data:
-            cycle.feed_body(data)
-        else:
-            cycle.end_body()
-
-    def send_continue(self) -> None:
-        if self.h1.waiting_for_continue and not self.disconnected:
-            self._send(self.h1.continue_100())
-
-    def abort(self) -> None:
-        self.disconnected = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def cycle_done(self, cycle: HTTPCycle) -> None:
-        return None  # the server logs after the cycle's task returned
 
 
 class SyncOwner(Protocol):
@@ -244,6 +84,7 @@ class SyncConnectionServer:
         self.multiprocess = multiprocess
         self._new_loop = new_loop
         self._count_lock = threading.Lock()
+        self._in_flight = 0  # requests being answered by this worker's threads
         self._local = threading.local()
 
     def close_thread_loop(self) -> None:
@@ -343,36 +184,49 @@ class SyncConnectionServer:
     def _handle(self, served: BlockingH1, head: RequestHead) -> bool:
         state = self.state
         started = time.perf_counter()
-        mode = self.owner.mode
-        force_close = mode in ("shutdown", "force") or (
-            mode == "draining" and self.owner.owns_distributor)
+        owner = self.owner
+        mode = owner.mode
+        stopping = mode in ("shutdown", "force")
+        force_close = stopping or (mode == "draining" and owner.owns_distributor)
         extra = state.default_headers()
-        status = 0
-        if mode in ("shutdown", "force"):
-            status, keep = self._simple(served, 503, _UNAVAILABLE, extra, close=True)
-        elif state.health_path is not None and head.target.split(b"?")[0] == \
-                state.health_path.encode():
-            status, keep = self._simple(served, 200, b"ok\n", extra, close=force_close)
-        elif self.interface == "wsgi":
-            status, keep = self._run_wsgi(served, head, extra, force_close)
-        else:
-            status, keep = self._run_asgi(served, head, extra, force_close)
+        limits = state.limits
+        # The path only matters to the health check: skip decoding it when there is none.
+        path = request_path(head.target, state.root_path) if limits.health_path else ""
+        with self._count_lock:
+            in_flight = self._in_flight
+            self._in_flight += 1
+        try:
+            verdict = admit(limits, path, head.headers, draining=mode == "draining",
+                            shutting_down=stopping, in_flight=in_flight)
+            if verdict is not Verdict.APP:
+                status, keep = self._canned(served, for_verdict(verdict), extra,
+                                            force_close or verdict.refused)
+            elif self.interface == "wsgi":
+                status, keep = self._run_wsgi(served, head, extra, force_close)
+            else:
+                status, keep = self._run_asgi(served, head, extra, force_close)
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
         self._record(head, status, started, served.conn)
         return keep
 
-    def _simple(self, served: BlockingH1, status: int, body: bytes, extra: Headers,
-                close: bool) -> tuple[int, bool]:
-        headers: Headers = [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode()), *extra]
-        if status == 503:
-            headers.append((b"retry-after", b"1"))
+    @staticmethod
+    def _canned(served: BlockingH1, canned: Canned, extra: Headers, close: bool
+                ) -> tuple[int, bool]:
+        """Write one of the server's own responses; False when the connection must close."""
+        headers = [*canned.headers(), *extra]
         if close:
-            headers.append((b"connection", b"close"))
+            headers.append(CLOSE)
         try:
-            served.write_response(status, headers, body, True)
-        except (OSError, h11.LocalProtocolError):
-            return status, False
-        return status, not close
+            served.write_response(canned.status, headers, canned.body, True)
+        except h11.LocalProtocolError:  # h11 refuses (e.g. an invalid head was attempted)
+            if not served.disconnected:
+                SyncConnectionServer._send_quietly(served, served.h1.error_response(canned.status))
+            return canned.status, False
+        except OSError:
+            return canned.status, False
+        return canned.status, not close
 
     def _run_wsgi(self, served: BlockingH1, head: RequestHead, extra: Headers,
                   force_close: bool) -> tuple[int, bool]:
@@ -400,16 +254,8 @@ class SyncConnectionServer:
                 self._send_quietly(served, served.h1.error_response(exc.status))
                 return exc.status, False
             logger.error("Exception in WSGI application", exc_info=exc)
-            return self._internal_error(served, extra, force_close)
+            return self._canned(served, INTERNAL_ERROR, extra, force_close)
         return response.status, not response.force_close
-
-    def _internal_error(self, served: BlockingH1, extra: Headers, close: bool
-                        ) -> tuple[int, bool]:
-        try:
-            return self._simple(served, 500, b"Internal Server Error\n", list(extra), close)
-        except h11.LocalProtocolError:  # h11 refuses (an invalid head was attempted)
-            self._send_quietly(served, served.h1.error_response(500))
-            return 500, False
 
     def _run_asgi(self, served: BlockingH1, head: RequestHead, extra: Headers,
                   force_close: bool) -> tuple[int, bool]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any
 
 import h11
 
@@ -24,13 +23,14 @@ from devserve.protocols.http1 import (
     RequestEnd,
     RequestHead,
 )
+from devserve.serve.admission import Verdict, admit
 from devserve.serve.h2 import upgrade_to_h2c
+from devserve.serve.responses import for_verdict
 from devserve.serve.state import Connection, WorkerState, detach_transport_socket
 from devserve.serve.ws import WSProtocol, is_websocket_upgrade, websocket_scope
 
 logger = logging.getLogger("devserve.error")
 
-_RETRY_AFTER: Headers = [(b"retry-after", b"1")]
 DISCARD_BODY_LIMIT = 1024 * 1024  # unread request body we skip to keep a connection alive
 DRAIN_IDLE_CLOSE = 0.5  # seconds an idle connection may still send one request while draining
 
@@ -179,27 +179,21 @@ class H1Protocol(asyncio.Protocol, Connection):
         ):
             self._upgrade_to_websocket(head)
             return
-        force_close = self.close_after_response or state.draining or state.shutting_down
+        verdict = admit(state.limits, scope["path"], head.headers, draining=state.draining,
+                        shutting_down=state.shutting_down, connections=len(state.connections),
+                        in_flight=len(state.tasks))
         cycle = HTTPCycle(
             scope,
             self,
             extra_headers=state.default_headers(),
-            force_close=force_close,
+            force_close=(self.close_after_response or state.draining or state.shutting_down
+                         or verdict.refused),
             on_pause_reading=self._pause_reading,
         )
         self.cycle = cycle
-        app = state.app
-        if state.shutting_down:
-            app = _unavailable
-        elif state.health_path is not None and scope["path"] == state.health_path:
-            app = _health_ok if not state.draining else _unavailable
-        elif state.limit_concurrency is not None and (
-            len(state.connections) > state.limit_concurrency
-            or len(state.tasks) >= state.limit_concurrency
-        ):
-            app = _unavailable
+        app = state.app if verdict is Verdict.APP else for_verdict(verdict).asgi
         task = self.loop.create_task(cycle.run(app))
-        if app is not _unavailable:  # a 503 is not work a drain should wait for
+        if verdict.is_work:  # a 503 is not work a drain should wait for
             state.tasks.add(task)
             task.add_done_callback(state.tasks.discard)
 
@@ -337,9 +331,6 @@ class H1Protocol(asyncio.Protocol, Connection):
             self.transport.resume_reading()
 
     # -- Connection (drain / stop) ---------------------------------------------------------
-    def is_idle(self) -> bool:
-        return self.cycle is None
-
     def start_draining(self) -> None:
         """Answer the next request with ``Connection: close``; an idle connection gets a short
         grace to send one (closing it at once races a request already on the wire)."""
@@ -407,26 +398,3 @@ class H1Protocol(asyncio.Protocol, Connection):
             self._idle_deadline = None
             self._close()
 
-
-async def _unavailable(scope: Any, receive: Any, send: Any) -> None:
-    body = b"Service Unavailable\n"
-    await send({
-        "type": "http.response.start",
-        "status": 503,
-        "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            *_RETRY_AFTER,
-        ],
-    })
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _health_ok(scope: Any, receive: Any, send: Any) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"3")],
-    })
-    await send({"type": "http.response.body", "body": b"ok\n"})

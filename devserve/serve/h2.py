@@ -22,7 +22,6 @@ from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
 from devserve.asgi.scope import apply_proxy_headers, http_scope, socket_address
-from devserve.asgi.types import ASGIApp
 from devserve.protocols.http2 import (
     BodyData,
     BodyEnd,
@@ -36,8 +35,10 @@ from devserve.protocols.http2 import (
     WindowOpened,
     h2c_upgrade_settings,
 )
+from devserve.serve.admission import Verdict, admit, body_over_limit
 from devserve.serve.h2_stream import H2Stream, StreamCycle
 from devserve.serve.h2_ws import H2WebSocket
+from devserve.serve.responses import TOO_LARGE, for_verdict
 from devserve.serve.state import Connection, WorkerState
 from devserve.serve.ws import websocket_scope
 
@@ -211,17 +212,12 @@ class H2Protocol(asyncio.Protocol, Connection):
         if event.end_stream:
             stream.request_ended = True
             cycle.end_body()
-        app, is_work = state.app, True
-        if (
-            state.shutting_down
-            or (state.health_path is not None and scope["path"] == state.health_path)
-            or (state.limit_concurrency is not None and (
-                len(state.connections) > state.limit_concurrency
-                or len(state.tasks) >= state.limit_concurrency))
-        ):
-            app, is_work = _special_app(state, scope["path"])
+        verdict = admit(state.limits, scope["path"], event.headers, draining=state.draining,
+                        shutting_down=state.shutting_down, connections=len(state.connections),
+                        in_flight=len(state.tasks))
+        app = state.app if verdict is Verdict.APP else for_verdict(verdict).asgi
         task = self.loop.create_task(cycle.run(app))
-        if is_work:  # like HTTP/1.1: a 503 is not work a drain should wait for
+        if verdict.is_work:  # like HTTP/1.1: a 503 is not work a drain should wait for
             state.tasks.add(task)
             task.add_done_callback(state.tasks.discard)
         task.add_done_callback(stream.task_done)
@@ -271,8 +267,7 @@ class H2Protocol(asyncio.Protocol, Connection):
             return
         stream.unacked += event.flow_length
         stream.received += len(event.data)
-        limit = self.state.config.limit_request_body
-        if limit is not None and stream.received > limit:
+        if body_over_limit(self.state.limits, stream.received):
             self._body_too_large(stream)
             return
         cycle.feed_body(event.data)
@@ -285,10 +280,8 @@ class H2Protocol(asyncio.Protocol, Connection):
         if stream.head_sent:
             stream.abort()
             return
-        body = b"Request body too large\n"
         stream.expect_trailers = False
-        stream.write_response(413, [(b"content-type", b"text/plain; charset=utf-8"),
-                                    (b"content-length", b"%d" % len(body))], body, True)
+        stream.write_response(TOO_LARGE.status, TOO_LARGE.headers(), TOO_LARGE.body, True)
 
     def _release_credit(self, stream: H2Stream) -> None:
         """Credit the connection window for body bytes no app will read."""
@@ -385,9 +378,6 @@ class H2Protocol(asyncio.Protocol, Connection):
             self.transport.close()
 
     # -- Connection (drain / stop) ---------------------------------------------------------
-    def is_idle(self) -> bool:
-        return not self.streams
-
     def start_draining(self) -> None:
         """GOAWAY at once so the client opens new streams elsewhere; in-flight streams finish,
         then the connection closes (see :class:`H2Server` for the two GOAWAY phases)."""
@@ -457,16 +447,6 @@ class H2Protocol(asyncio.Protocol, Connection):
             self._ping_deadline = now + config.h2_ping_timeout
 
 
-
-def _special_app(state: WorkerState, path: str) -> tuple[ASGIApp, bool]:
-    """The app answering instead of the user's (503 or health), and whether it is work."""
-    from devserve.serve.h1 import _health_ok, _unavailable  # shared with HTTP/1.1
-
-    if state.health_path is not None and path == state.health_path and not (
-        state.draining or state.shutting_down
-    ):
-        return _health_ok, True
-    return _unavailable, False
 
 
 # -- Upgrade: h2c (RFC 7540 §3.2) --------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aioquic.h3.connection import ErrorCode
 
@@ -24,14 +24,15 @@ from devserve.asgi.types import ASGIApp
 from devserve.protocols.http3 import (
     BodyData,
     ConnectionEnded,
+    H3Endpoint,
     H3Event,
     H3ServerConnection,
     RequestOpened,
     StreamReset,
 )
-
-if TYPE_CHECKING:
-    from devserve.workers.h3_worker import H3Worker
+from devserve.serve.admission import Verdict, admit, body_over_limit
+from devserve.serve.responses import TOO_LARGE, for_verdict
+from devserve.serve.state import WorkerState
 
 logger = logging.getLogger("devserve.error")
 
@@ -48,6 +49,30 @@ class AppRef:
         self.app = app
         self.generation = generation
         self.lifespan_state = lifespan_state
+
+
+class H3Owner(Protocol):
+    """What an :class:`H3Conn` needs from the worker that owns the UDP socket (``H3Worker``),
+    so this module never imports the workers package."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def state(self) -> WorkerState: ...
+    @property
+    def app_ref(self) -> AppRef:
+        """The app new request streams are served by (swapped on a thread-mode reload)."""
+    @property
+    def server(self) -> tuple[str, int]: ...
+    @property
+    def closing(self) -> bool:
+        """Stopping (drain or shutdown): new streams are refused."""
+    @property
+    def endpoint(self) -> H3Endpoint: ...
+
+    def send_datagrams(self, datagrams: list[tuple[bytes, Any]]) -> None: ...
+
+    def connection_ended(self, conn: H3Conn) -> None: ...
 
 
 class H3Stream:
@@ -149,7 +174,7 @@ class H3Stream:
 class H3Conn:
     """Drives one :class:`H3ServerConnection`: events → cycles, datagrams → the transport."""
 
-    def __init__(self, worker: H3Worker, proto: H3ServerConnection,
+    def __init__(self, worker: H3Owner, proto: H3ServerConnection,
                  addr: tuple[Any, ...]) -> None:
         self.worker = worker
         self.loop = worker.loop
@@ -210,14 +235,15 @@ class H3Conn:
         if event.end_stream:
             stream.request_ended = True
             cycle.end_body()
-        app = ref.app
-        if worker.closing:
-            from devserve.serve.h1 import _unavailable
-
-            app = _unavailable
+        # The endpoint already refuses connections beyond --limit-concurrency: count streams.
+        verdict = admit(state.limits, scope["path"], event.headers, draining=state.draining,
+                        shutting_down=worker.closing or state.shutting_down,
+                        in_flight=len(state.tasks))
+        app = ref.app if verdict is Verdict.APP else for_verdict(verdict).asgi
         task = self.loop.create_task(cycle.run(app))
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
+        if verdict.is_work:  # like HTTP/1.1: a 503 is not work a drain should wait for
+            state.tasks.add(task)
+            task.add_done_callback(state.tasks.discard)
 
     def _on_body(self, event: BodyData) -> None:
         stream = self.streams.get(event.stream_id)
@@ -225,15 +251,13 @@ class H3Conn:
             return
         cycle = stream.cycle
         stream.received += len(event.data)
-        limit = self.worker.state.config.limit_request_body
-        if limit is not None and stream.received > limit:
+        if body_over_limit(self.worker.state.limits, stream.received):
             cycle.mark_disconnected()
             if cycle.response_started:
                 stream.abort()
             else:
-                body = b"Request body too large\n"
-                stream.write_response(413, [(b"content-type", b"text/plain; charset=utf-8"),
-                                            (b"content-length", b"%d" % len(body))], body, True)
+                stream.write_response(TOO_LARGE.status, TOO_LARGE.headers(), TOO_LARGE.body,
+                                      True)
             return
         if event.data:
             cycle.feed_body(event.data)

@@ -15,6 +15,7 @@ from devserve.asgi.scope import TrustedProxies
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config
 from devserve.lifecycle import LifecycleCollector, RequestCompleted
+from devserve.serve.admission import Limits
 
 if TYPE_CHECKING:
     from devserve.asgi.cycle import HTTPCycle
@@ -39,9 +40,6 @@ def detach_transport_socket(transport: Any) -> socket.socket | None:
 
 class Connection:
     """What a worker needs from any connection to drain or stop it."""
-
-    def is_idle(self) -> bool:
-        raise NotImplementedError
 
     def start_draining(self) -> None:
         """Finish the current request, then close; close now if idle."""
@@ -86,8 +84,7 @@ class WorkerState:
         self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
         self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
         self.root_path = config.root_path
-        self.health_path = config.health_path
-        self.limit_concurrency = config.limit_concurrency
+        self.limits = Limits.from_config(config)  # what admission.admit() reads
         self.limit_max_requests = config.limit_max_requests
         self.max_requests_reached: asyncio.Event | None = None
         self._static_headers: list[tuple[bytes, bytes]] = []

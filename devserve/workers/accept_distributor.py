@@ -15,7 +15,7 @@ Why this shape:
   SyncWorkers take from the queue, so nothing is dropped while generations overlap.
 
 The connection that travels through the queue (:class:`SyncConnection`) and the blocking
-request path that serves it live in ``devserve/serve/blocking_h1.py``.
+request path that serves it live in ``devserve/serve/`` (``blocking_conn.py``, ``blocking_h1.py``).
 """
 
 from __future__ import annotations
@@ -28,18 +28,12 @@ import ssl
 import threading
 import time
 
-from devserve.serve.blocking_h1 import SyncConnection
+from devserve.serve import responses
+from devserve.serve.blocking_conn import SyncConnection
 
 logger = logging.getLogger("devserve.error")
 
-UNAVAILABLE = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 20\r\n"
-    b"retry-after: 1\r\n"
-    b"connection: close\r\n\r\n"
-    b"Service Unavailable\n"
-)
+UNAVAILABLE = responses.UNAVAILABLE.http11()  # the same 503 every driver answers
 LINGER = 2.0  # seconds a rejected connection may take to close its side after our 503
 DRAIN_IDLE_CLOSE = 0.5  # draining: an idle connection may still send one request this long
 ACCEPT_BURST = 64  # accepts per selector wake-up, so parked connections are not starved

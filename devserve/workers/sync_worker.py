@@ -26,7 +26,8 @@ from typing import Any
 from devserve.asgi.lifespan import Lifespan, LifespanFailed
 from devserve.config import Config
 from devserve.lifecycle import LifecycleCollector, WorkerStats
-from devserve.serve.blocking_h1 import SyncConnection, SyncConnectionServer
+from devserve.serve.blocking_conn import SyncConnection
+from devserve.serve.blocking_h1 import SyncConnectionServer
 from devserve.serve.state import WorkerState
 from devserve.workers.accept_distributor import AcceptDistributor
 from devserve.workers.async_pool import AsyncPool
