@@ -16,6 +16,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from devserve.workers.loop import close_loop, new_event_loop
+
 T = TypeVar("T")
 
 
@@ -34,8 +36,6 @@ class AsyncPool:
         self._closed = False
 
     def _start(self) -> None:
-        from devserve.workers.worker import new_event_loop
-
         for i in range(self._size):
             loop = new_event_loop(self._loop_setting)
             started = threading.Event()
@@ -53,14 +53,7 @@ class AsyncPool:
         try:
             loop.run_forever()
         finally:
-            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            asyncio.set_event_loop(None)
-            loop.close()
+            close_loop(loop)
 
     @property
     def started(self) -> bool:

@@ -17,32 +17,20 @@ within ``grace``, then close), ``force_stop()``.
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 import socket
-import threading
-import time
-from multiprocessing.connection import Connection
 from typing import Any
 
-from devserve.asgi.lifespan import Lifespan, LifespanFailed
-from devserve.asgi.types import ASGIApp
 from devserve.config import Config
-from devserve.lifecycle import LifecycleCollector, WorkerStats
+from devserve.lifecycle import LifecycleCollector
+from devserve.net.tls import cache_dir, ensure_dev_certificate
 from devserve.protocols.http3 import H3Endpoint, server_configuration
 from devserve.serve.h3 import AppRef, H3Conn
 from devserve.serve.state import WorkerState
-from devserve.workers.worker import new_event_loop
-
-logger = logging.getLogger("devserve.error")
-
-STATS_INTERVAL = 0.5
+from devserve.workers.base import LoopWorker
 
 
 def quic_configuration(config: Config) -> Any:
     """QUIC settings from *config*: the same certificate as TCP (``--https`` dev cert too)."""
-    from devserve.net.tls import cache_dir, ensure_dev_certificate
-
     certfile, keyfile = config.ssl_certfile, config.ssl_keyfile
     if certfile is None:
         dev = ensure_dev_certificate(cache_dir())
@@ -62,20 +50,22 @@ class _Datagrams(asyncio.DatagramProtocol):
         pass  # ICMP errors for one peer (e.g. port unreachable) must not stop the endpoint
 
 
-class H3Worker:
-    """Serves HTTP/3 on one UDP socket from its own event loop."""
+class H3Worker(LoopWorker):
+    """Serves HTTP/3 on one UDP socket from its own event loop. A reload and a shutdown drain
+    alike: GOAWAY, in-flight streams finish within ``grace``, then every connection closes."""
 
     def __init__(self, config: Config, app_ref: AppRef, sock: socket.socket, *,
                  slot: int = 0, collector: LifecycleCollector | None = None,
                  run_lifespan: bool = False) -> None:
-        self.config = config
-        self.run_lifespan = run_lifespan  # process mode: this child owns its app's lifespan
+        # run_lifespan: process mode, where this child owns its app's lifespan.
+        super().__init__(
+            config,
+            WorkerState(config, app_ref.app, slot=slot, generation=app_ref.generation,
+                        collector=collector),
+            run_lifespan=run_lifespan,
+        )
         self.sock = sock
-        self.slot = slot
         self.app_ref = app_ref
-        self.grace = config.timeout_graceful_shutdown
-        self.state = WorkerState(config, app_ref.app, slot=slot, generation=app_ref.generation,
-                                 collector=collector)
         self.endpoint = H3Endpoint(
             quic_configuration(config),
             max_connections=config.limit_concurrency or 1000,
@@ -83,102 +73,42 @@ class H3Worker:
         )
         name = sock.getsockname()
         self.server: tuple[str, int] = (str(name[0]), int(name[1]))
-        self.ready = threading.Event()
-        self.stopped = threading.Event()
-        self.startup_error: BaseException | None = None
         self.closing = False
-        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set in run()
         self.conns: dict[Any, H3Conn] = {}
         self._transport: asyncio.DatagramTransport | None = None
-        self._stop: asyncio.Event | None = None
-        self._mode = "running"
 
-    # -- control (any thread) --------------------------------------------------------------
-    def run(self) -> None:
-        loop = new_event_loop(self.config.loop)
-        self.loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:
-            self.startup_error = self.startup_error or exc
-            raise
-        finally:
-            self.ready.set()
-            try:
-                tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
-                self.stopped.set()
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The worker's running loop (connections schedule their timers on it)."""
+        assert self._loop is not None
+        return self._loop
 
-    def start_draining(self) -> None:
-        self._request("draining")
+    def set_lifespan_state(self, state: dict[str, Any]) -> None:
+        self.app_ref.lifespan_state = state  # new streams take it from the AppRef
 
-    def shutdown(self) -> None:
-        self._request("draining")
-
-    def force_stop(self) -> None:
-        self._request("force")
-
-    def is_idle(self) -> bool:
-        return not self.state.tasks
-
-    def _request(self, mode: str) -> None:
-        order = ("running", "draining", "force")
-        if order.index(mode) <= order.index(self._mode):
-            return
-        self._mode = mode
-        loop = self.loop
-        if loop is None or loop.is_closed() or self._stop is None:
-            return
-        try:
-            loop.call_soon_threadsafe(self._stop.set)
-        except RuntimeError:
-            pass
-
-    # -- the loop side ---------------------------------------------------------------------
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        lifespan: Lifespan | None = None
-        if self.run_lifespan and self.config.lifespan != "off":
-            lifespan = Lifespan(self.app_ref.app, self.config.lifespan)
-            try:
-                await lifespan.startup()
-            except LifespanFailed as exc:
-                self.startup_error = exc
-                return
-            if lifespan.supported:
-                self.app_ref.lifespan_state = lifespan.state
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self),
-                                                           sock=self.sock)
+    # -- LoopWorker hooks ------------------------------------------------------------------
+    async def _open(self) -> None:
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Datagrams(self), sock=self.sock)
         self._transport = transport
-        stats = loop.call_later(STATS_INTERVAL, self._stats)
-        self.ready.set()
-        if self._mode != "running":
-            self._stop.set()
-        await self._stop.wait()
+
+    async def _close(self) -> None:
         self.closing = True
         self.endpoint.accepting = False
         for conn in list(self.conns.values()):
             conn.goaway()
-        deadline = time.monotonic() + self.grace
-        while self.state.tasks and self._mode != "force" and time.monotonic() < deadline:
-            await asyncio.wait(list(self.state.tasks), timeout=0.05)
+        await self._drain(lambda: not self.state.tasks)
         for conn in list(self.conns.values()):
             conn.close()
-        if self.state.tasks:
-            await asyncio.wait(list(self.state.tasks), timeout=1.0)
-        stats.cancel()
-        transport.close()
-        if lifespan is not None:
-            await lifespan.shutdown(timeout=self.grace)
+        await self._settle_tasks()
+        if self._transport is not None:
+            self._transport.close()
 
+    def _gauges(self) -> tuple[int, int, int]:
+        state = self.state
+        return len(self.conns), len(state.tasks), state.total_requests
+
+    # -- datagrams (the loop side) ---------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         endpoint = self.endpoint
         proto, events = endpoint.receive(data, addr, self.loop.time())
@@ -207,47 +137,3 @@ class H3Worker:
     def connection_ended(self, conn: H3Conn) -> None:
         self.conns.pop(conn.proto, None)
         self.endpoint.forget(conn.proto)
-
-    def _stats(self) -> None:
-        state = self.state
-        if state.collector is not None:
-            state.collector.emit(WorkerStats(
-                slot=self.slot, generation=state.generation,
-                connections=len(self.conns), in_flight=len(state.tasks),
-                requests=state.total_requests))
-        self.loop.call_later(STATS_INTERVAL, self._stats)
-
-
-def h3_process_main(config: Config, sock: socket.socket, slot: int, generation: int,
-                    conn: Connection) -> None:
-    """Entry point of a spawned HTTP/3 worker process (process mode): imports the app fresh,
-    reports ``("ready",)`` or ``("failed", message, traceback)``, obeys the pipe's commands."""
-    from devserve.supervision.child import send, start_child
-
-    lock = threading.Lock()
-    loaded = start_child(config, generation, conn, lock)
-    app: ASGIApp = loaded.app
-    worker = H3Worker(config, AppRef(app, generation), sock, slot=slot, run_lifespan=True)
-    signal.signal(signal.SIGTERM, lambda signum, frame: worker.shutdown())
-
-    def control() -> None:
-        worker.ready.wait()
-        if worker.startup_error is not None:
-            send(conn, lock, ("failed", f"lifespan startup failed: {worker.startup_error}", None))
-            return
-        send(conn, lock, ("ready",))
-        while True:
-            try:
-                command = conn.recv()
-            except (EOFError, OSError):
-                worker.shutdown()
-                return
-            if command in ("drain", "shutdown"):
-                worker.shutdown()
-            elif command == "force":
-                worker.force_stop()
-            elif isinstance(command, tuple) and command[0] == "grace":
-                worker.grace = float(command[1])
-
-    threading.Thread(target=control, name="devserve-h3-control", daemon=True).start()
-    worker.run()
