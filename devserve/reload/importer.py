@@ -319,7 +319,7 @@ class _Recording:
         self.recorder, self.fresh, self.executed = recorder, fresh, executed
 
     def __enter__(self) -> None:
-        self.recorder.fresh = self.fresh
+        self.recorder.fresh = None if self.fresh is None else {str(p) for p in self.fresh}
         self.recorder.reloading = True
         self.recorder.executed = self.executed
 

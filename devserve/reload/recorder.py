@@ -129,7 +129,7 @@ class ImportRecorder:
         self.files = files
         self.graph = graph
         self.active = False
-        self.fresh: set[Path] | None = set()  # compiled from source; None: every file
+        self.fresh: set[str] | None = set()  # paths compiled from source; None: every file
         self.reloading = False  # no cache entry -> compile from source rather than trust a .pyc
         self.executed: list[types.ModuleType] | None = None  # collected during a transaction
         self._code: dict[str, tuple[tuple[int, int], types.CodeType]] = {}
@@ -164,7 +164,7 @@ class ImportRecorder:
         path = loader.path
         st = os.stat(path)
         stamp = (st.st_mtime_ns, st.st_size)
-        fresh = self.fresh is None or Path(path) in self.fresh
+        fresh = self.fresh is None or path in self.fresh
         cached = self._code.get(path)
         if cached is not None and cached[0] == stamp and not fresh:
             return cached[1]

@@ -10,7 +10,9 @@ too, so it is built afresh), never surgery on library internals.
   module, a dict registry it fills, ``Plugin.registry`` appended to by ``__init_subclass__``.
   :class:`SharedState` snapshots (shallowly) the containers reachable from the globals of the
   unchanged modules the affected ones import, compares them after the attempt, and puts them back
-  when the attempt is abandoned, so the running generation keeps its state.
+  when the attempt is abandoned, so the running generation keeps its state. (A request of the
+  running generation writing into the same container during the attempt's few milliseconds
+  looks the same: it widens the re-import, and an abandoned attempt undoes that write too.)
 - A failed attempt that used an object (not a module, function or plain value) of an unchanged
   module, e.g. Flask refusing ``@bp.route`` on an already registered blueprint: that module is a
   suspect, see :func:`suspects`; the attempt is retried once with it.
