@@ -173,23 +173,26 @@ class ProjectImporter:
         deleted: set[str] = set()
         loaded_files: dict[str, str] | None = None
         for path in paths:
-            name = self.graph.module_for(path)
-            if name is not None:
-                (roots if path.exists() else deleted).add(name)
+            aliases = self.files.aliases(path)
+            names = {n for p in aliases if (n := self.graph.module_for(p)) is not None}
+            if names:
+                (roots if path.exists() else deleted).update(names)
                 continue
             if not path.exists():
-                deleted |= self.graph.modules_under(path)
+                for alias in aliases:
+                    deleted |= self.graph.modules_under(alias)
                 continue
             if str(path) not in self.files:
                 continue
             if loaded_files is None:
                 loaded_files = {getattr(m, "__file__", ""): n
                                 for n, m in self.files.loaded_modules().items()}
-            if str(path) in loaded_files:
-                return set(), set(), (f"{loaded_files[str(path)]} was loaded before the import "
-                                      "graph was recorded")
-            for name in _module_names(path):
-                roots |= self.graph.importers_of_missing(name)
+            for alias in aliases:
+                if str(alias) in loaded_files:
+                    return set(), set(), (f"{loaded_files[str(alias)]} was loaded before the "
+                                          "import graph was recorded")
+                for name in _module_names(alias):
+                    roots |= self.graph.importers_of_missing(name)
         for name in deleted:
             roots |= self.graph.users(name)
         return roots - deleted, deleted, None
@@ -299,6 +302,8 @@ class ProjectImporter:
 
     def _recording(self, fresh: set[Path] | None, executed: list[types.ModuleType]
                    ) -> _Recording:
+        if fresh is not None:
+            fresh = {alias for path in fresh for alias in self.files.aliases(path)}
         return _Recording(self.recorder, fresh, executed)
 
 

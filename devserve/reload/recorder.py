@@ -55,6 +55,17 @@ class ProjectFiles:
             verdict = self._verdicts[filename] = self._judge(filename)
         return verdict
 
+    def aliases(self, path: Path) -> list[Path]:
+        """*path* spelt under each form of its dir (as given, resolved): a watcher may report
+        ``/private/tmp/x.py`` for a module imported as ``/tmp/x.py``."""
+        text = str(path)
+        found = [path]
+        for prefix in self.prefixes:
+            if text.startswith(prefix):
+                rest = text[len(prefix):]
+                found += [Path(other + rest) for other in self.prefixes if other != prefix]
+        return found
+
     def _judge(self, filename: str) -> bool:
         """By prefix, the dirs both as given and resolved (no ``realpath()`` per file: costly)."""
         return filename.startswith(self.prefixes) and not (

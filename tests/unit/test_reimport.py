@@ -557,3 +557,20 @@ def create_app():
     assert call(importer.load().app) == b"conf v1"
     edited = project.write(f"{conf}.py", "TEXT = 'conf v2'\n")
     assert call(importer.reload([edited]).loaded.app) == b"conf v2"
+
+
+def test_changed_path_spelt_through_a_symlinked_dir(
+        project: Project, importers: list[ProjectImporter], tmp_path: Path) -> None:
+    """The modules were imported through the resolved dir; the watcher reports the path through
+    the symlink the user configured (or the other way round): the same module either way."""
+    n = layered(project)
+    link = tmp_path / "link"
+    link.symlink_to(project.root, target_is_directory=True)
+    importer = ProjectImporter(f"{n['main']}:app", dirs=[link], app_dir=str(link))
+    importers.append(importer)
+    importer.load()
+    assert sys.modules[n["db"]].__file__ == str(project.root / f"{n['db']}.py")
+    (link / f"{n['db']}.py").write_text("NAME = 'db v2'\n")
+    outcome = importer.reload([link / f"{n['db']}.py"])
+    assert outcome.strategy == "partial" and outcome.reexecuted[0] == n["db"]
+    assert call(outcome.loaded.app) == b"view:model:db v2"
