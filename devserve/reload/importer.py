@@ -268,8 +268,7 @@ class ProjectImporter:
                 suspects([*old.values(), *executed], holders)
             shared.restore()
             staging.rollback(executed)
-            syntax = isinstance(exc, AppLoadFailure) and "SyntaxError" in exc.message
-            if owners and isinstance(exc, AppLoadFailure) and not syntax:
+            if owners and isinstance(exc, AppLoadFailure) and not exc.syntax_error:
                 raise _Suspected(exc, owners) from exc
             raise
         written = {k: v for k, v in shared.mutated().items() if k not in affected}

@@ -70,6 +70,7 @@ class AppLoadFailure(AppImportError):
         super().__init__(message, hint=hint)
         self.location = location_of(exc)
         self.traceback_text = user_traceback(exc)
+        self.syntax_error = isinstance(exc, SyntaxError)  # the code itself, not its state
 
 
 def import_failure(module: str, exc: BaseException) -> AppLoadFailure:

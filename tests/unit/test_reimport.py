@@ -574,3 +574,39 @@ def test_changed_path_spelt_through_a_symlinked_dir(
     outcome = importer.reload([link / f"{n['db']}.py"])
     assert outcome.strategy == "partial" and outcome.reexecuted[0] == n["db"]
     assert call(outcome.loaded.app) == b"view:model:db v2"
+
+
+@pytest.mark.parametrize("broken", ["syntax", "runtime"])
+def test_failure_using_an_object_of_an_unchanged_module_is_retried_wider_once(
+        project: Project, importers: list[ProjectImporter], broken: str) -> None:
+    """A failure may come from state the unchanged module kept (Flask refusing to decorate a
+    registered blueprint): the attempt is retried once with that module re-executed too. The
+    user's real error then shows as is; a SyntaxError is never retried."""
+    main, registry, views = project.name("main"), project.name("registry"), project.name("views")
+    runs = project.root / "registry-runs.txt"
+    project.write(f"{registry}.py", f"""
+        with open({str(runs)!r}, "a") as log:
+            log.write("run\\n")
+
+        class Registry:
+            def __init__(self):
+                self.items = []
+
+        REGISTRY = Registry()
+    """)
+    project.write(f"{views}.py", f"from {registry} import REGISTRY\nREGISTRY.items.append(1)\n")
+    project.write(f"{main}.py", serving("'ok'", f"import {views}\n"))
+    importer = project_importer(project, importers, f"{main}:app")
+    served = importer.load().app
+    registry_module = sys.modules[registry]
+    assert runs.read_text().count("run") == 1
+
+    source = "REGISTRY.items.append(\n" if broken == "syntax" else "REGISTRY.itemz.append(1)\n"
+    edited = project.write(f"{views}.py", f"from {registry} import REGISTRY\n{source}")
+    with pytest.raises(AppLoadFailure) as info:
+        importer.reload([edited])
+    assert info.value.location.startswith(f"{edited}:")
+    assert runs.read_text().count("run") == (1 if broken == "syntax" else 2)
+    assert sys.modules[registry] is registry_module
+    assert registry_module.REGISTRY.items == [1]  # nothing of the failed attempts stays
+    assert call(served) == b"ok"
