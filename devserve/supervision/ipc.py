@@ -1,0 +1,150 @@
+"""Supervisor <-> child-process messages: frozen dataclasses over a ``multiprocessing`` pipe.
+
+Child → Supervisor: :class:`Ready`, :class:`Failed` (message, traceback, ``file:line``),
+:class:`Forward` (a lifecycle event for the displays).
+Supervisor → child: :class:`Drain` (reload), :class:`Shutdown` (stop), :class:`Force`,
+:class:`LivereloadError` (show a failed reload in the browser).
+
+A message is matched on its type, never on its shape. Either side may vanish at any moment, so
+:meth:`Channel.send` never raises; a child treats the pipe's end as "the Supervisor is gone" and
+shuts down. The child runs one :func:`dispatch_commands` loop; the Supervisor one
+:func:`read_messages` loop per child.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+from devserve.lifecycle import Event
+
+logger = logging.getLogger("devserve.error")
+
+
+# -- child → Supervisor --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The worker imported the app, ran lifespan startup and accepts connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The worker could not start (import or lifespan); it exits right after sending this."""
+
+    message: str
+    traceback: str | None = None
+    location: str | None = None  # "file:line" of the user's error, when known
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A lifecycle event the child produced (requests, gauges) for the Supervisor's displays."""
+
+    event: Event
+
+
+ChildMessage = Ready | Failed | Forward
+
+
+# -- Supervisor → child --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Reload: stop accepting, finish in-flight requests within *grace* seconds, exit."""
+
+    grace: float
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Stop: new requests get 503, in-flight ones finish within *grace* seconds, exit."""
+
+    grace: float
+
+
+@dataclass(frozen=True, slots=True)
+class Force:
+    """Close every connection now and exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class LivereloadError:
+    """A reload failed: browsers of the still-serving generation show this overlay."""
+
+    error: str
+    location: str | None = None
+    traceback: str | None = None
+
+
+Command = Drain | Shutdown | Force | LivereloadError
+
+
+class Channel:
+    """One end of the pipe; ``send`` may be called from several threads and never raises."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: ChildMessage | Command) -> bool:
+        """Send *message*; False when the other side is gone (its pipe end closed)."""
+        with self._lock:
+            try:
+                self.conn.send(message)
+            except (OSError, ValueError):
+                return False
+        return True
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _received(conn: Connection) -> Iterator[object]:
+    """Every object arriving on *conn* until the other side closes it."""
+    while True:
+        try:
+            yield conn.recv()
+        except (EOFError, OSError):
+            return
+
+
+def read_messages(conn: Connection, on_message: Callable[[ChildMessage], None]) -> None:
+    """Supervisor side: hand each child message to *on_message* until the child's end closes."""
+    for message in _received(conn):
+        if isinstance(message, Ready | Failed | Forward):
+            on_message(message)
+        else:
+            logger.warning("ignored an unknown message from a worker process: %r", message)
+
+
+class ChildControl(Protocol):
+    """What a child does with the Supervisor's commands (see :func:`dispatch_commands`)."""
+
+    def drain(self, grace: float) -> None: ...
+
+    def shutdown(self, grace: float) -> None: ...
+
+    def force(self) -> None: ...
+
+    def livereload_error(self, error: LivereloadError) -> None: ...
+
+    def parent_gone(self) -> None: ...
+
+
+def dispatch_commands(conn: Connection, control: ChildControl) -> None:
+    """Child side: the one command loop. Returns after ``parent_gone()`` when the pipe ends."""
+    for command in _received(conn):
+        if isinstance(command, Drain):
+            control.drain(command.grace)
+        elif isinstance(command, Shutdown):
+            control.shutdown(command.grace)
+        elif isinstance(command, Force):
+            control.force()
+        elif isinstance(command, LivereloadError):
+            control.livereload_error(command)
+        else:
+            logger.warning("ignored an unknown command from the Supervisor: %r", command)
+    control.parent_gone()
