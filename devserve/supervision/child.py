@@ -1,10 +1,10 @@
-"""Process workers: the child's entry point and the pipe protocol to the Supervisor.
+"""Process workers: what a spawned child runs, talking to the Supervisor through :mod:`.ipc`.
 
-Children are started with the ``spawn`` method so they import the app fresh (a forked child would
-keep the parent's stale modules). Parent → child commands: ``drain``, ``shutdown``, ``force``.
-Child → parent messages: ``("ready",)``, ``("failed", message, traceback)``, ``("event", ev)``.
-The child ignores SIGINT (the Supervisor coordinates a terminal Ctrl+C), treats SIGTERM as
-``shutdown``, and shuts down when the pipe closes (the Supervisor died).
+Children are started with the ``spawn`` method (see :mod:`.launch`) so they import the app fresh
+(a forked child would keep the parent's stale modules). A child leaves Ctrl+C and SIGHUP to the
+Supervisor, treats SIGTERM as a shutdown, reports :class:`~.ipc.Ready` or
+:class:`~.ipc.Failed`, obeys commands through the one :func:`~.ipc.dispatch_commands` loop, and
+shuts down when the pipe ends (the Supervisor died).
 """
 
 from __future__ import annotations
@@ -18,44 +18,97 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from devserve.asgi.lifespan import LifespanFailed
 from devserve.config import Config
 from devserve.errors import DevserveError
 from devserve.lifecycle import Event, RequestCompleted
-from devserve.reload.importer import LoadedApp
+from devserve.logs import configure_logging
+from devserve.reload.importer import LoadedApp, load_app, load_app_fresh, user_traceback
+from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
+from devserve.serve.h3 import AppRef
+from devserve.supervision.ipc import (
+    Channel,
+    Failed,
+    Forward,
+    LivereloadError,
+    Ready,
+    dispatch_commands,
+)
+from devserve.workers.base import TCPWorker
+from devserve.workers.h3_worker import H3Worker
+from devserve.workers.sync_worker import SyncWorker
+from devserve.workers.worker import Worker
+
+EXIT_CRASHED = 1
+EXIT_STARTUP = 4
 
 
 class PipeCollector:
-    """Forwards events to the parent; request events only when a display asked for them."""
+    """Forwards events to the Supervisor; request events only when a display asked for them."""
 
-    def __init__(self, conn: Connection, lock: threading.Lock, forward_requests: bool) -> None:
-        self._conn = conn
-        self._lock = lock
+    def __init__(self, channel: Channel, forward_requests: bool) -> None:
+        self._channel = channel
         self._forward_requests = forward_requests
 
     def emit(self, event: Event) -> None:
-        if not self._forward_requests and isinstance(event, RequestCompleted):
-            return
-        send(self._conn, self._lock, ("event", event))
+        if self._forward_requests or not isinstance(event, RequestCompleted):
+            self._channel.send(Forward(event))
 
 
-def send(conn: Connection, lock: threading.Lock, message: tuple[Any, ...]) -> None:
-    with lock:
-        try:
-            conn.send(message)
-        except (OSError, ValueError):
-            pass  # the Supervisor is gone; the pipe EOF handler shuts us down
+class _Stoppable(Protocol):
+    """The part of a worker (TCP or HTTP/3) the command loop drives."""
+
+    grace: float
+    ready: threading.Event
+    startup_error: BaseException | None
+
+    def start_draining(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def force_stop(self) -> None: ...
 
 
-def start_child(config: Config, generation: int, conn: Connection, lock: threading.Lock
-                ) -> LoadedApp:
+class _Control:
+    """The child's answers to the Supervisor's commands (see :class:`~.ipc.ChildControl`)."""
+
+    def __init__(self, worker: _Stoppable, hub: LiveReloadHub | None, generation: int) -> None:
+        self.worker = worker
+        self.hub = hub
+        self.generation = generation
+
+    def _close_browser_channel(self) -> None:
+        if self.hub is not None:  # the livereload stream first: it would hold the drain open
+            self.hub.close_generations_before(self.generation + 1)
+
+    def drain(self, grace: float) -> None:
+        self.worker.grace = grace
+        self._close_browser_channel()
+        self.worker.start_draining()
+
+    def shutdown(self, grace: float) -> None:
+        self.worker.grace = grace
+        self._close_browser_channel()
+        self.worker.shutdown()
+
+    def force(self) -> None:
+        self.worker.force_stop()
+
+    def livereload_error(self, error: LivereloadError) -> None:
+        if self.hub is not None:
+            self.hub.report_error({"error": error.error, "location": error.location,
+                                   "traceback": error.traceback})
+
+    def parent_gone(self) -> None:
+        self.worker.shutdown()
+
+
+def start_child(config: Config, generation: int, channel: Channel) -> LoadedApp:
     """What every spawned worker does first: leave Ctrl+C and SIGHUP to the Supervisor, set
     up logging, import the app fresh (from source after a reload), and report a failed import
     (message, traceback, file:line) before exiting with its code."""
-    from devserve.logs import configure_logging
-    from devserve.reload.importer import load_app, load_app_fresh
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the Supervisor's call
@@ -68,9 +121,41 @@ def start_child(config: Config, generation: int, conn: Connection, lock: threadi
         return load_app(config.app, app_dir=config.app_dir, factory=config.factory,
                         interface=config.interface)
     except DevserveError as exc:
-        send(conn, lock, ("failed", exc.one_line(), getattr(exc, "traceback_text", None),
-                          getattr(exc, "location", None)))
+        channel.send(Failed(exc.one_line(), getattr(exc, "traceback_text", None),
+                            getattr(exc, "location", None)))
         raise SystemExit(exc.exit_code) from None
+
+
+def _serve(worker: _Stoppable, run: Any, channel: Channel, conn: Connection,
+           hub: LiveReloadHub | None, generation: int) -> None:
+    """Announce readiness, obey commands, run *worker* in this thread; a failed lifespan
+    startup is reported (after ``run`` returned, so nothing races it) and exits with 4."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: worker.shutdown())
+
+    def report_ready() -> None:
+        worker.ready.wait()
+        if worker.startup_error is None:
+            channel.send(Ready())
+
+    threading.Thread(target=report_ready, name="devserve-ready", daemon=True).start()
+    threading.Thread(target=dispatch_commands, args=(conn, _Control(worker, hub, generation)),
+                     name="devserve-control", daemon=True).start()
+    run()
+    err = worker.startup_error
+    if err is not None:
+        tb = None if isinstance(err, LifespanFailed) else user_traceback(err)
+        channel.send(Failed(f"lifespan startup failed: {err}", tb))
+        raise SystemExit(EXIT_STARTUP)
+
+
+def _redirect_output(output: socket.socket) -> None:
+    """A live display owns the terminal: stdout/stderr go to the Supervisor instead."""
+    os.dup2(output.fileno(), 1)
+    os.dup2(output.fileno(), 2)
+    output.close()
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
 
 
 def process_main(
@@ -83,33 +168,20 @@ def process_main(
     forward_requests: bool,
     output: socket.socket | None = None,
 ) -> None:
-    """Entry point of a spawned worker process."""
+    """Entry point of a spawned TCP worker process."""
     if output is not None:
-        # A live display owns the terminal: our stdout/stderr go to the Supervisor instead.
-        os.dup2(output.fileno(), 1)
-        os.dup2(output.fileno(), 2)
-        output.close()
-        for stream in (sys.stdout, sys.stderr):
-            if isinstance(stream, io.TextIOWrapper):
-                stream.reconfigure(line_buffering=True)
-    from devserve.asgi.lifespan import LifespanFailed
-    from devserve.reload.importer import user_traceback
-    from devserve.workers.sync_worker import SyncWorker
-    from devserve.workers.worker import Worker
-
-    lock = threading.Lock()
-    loaded = start_child(config, generation, conn, lock)
+        _redirect_output(output)
+    channel = Channel(conn)
+    loaded = start_child(config, generation, channel)
     if output is not None:
         logging.getLogger("devserve.access").disabled = True  # the display's request panel
-    collector = PipeCollector(conn, lock, forward_requests) if forward_events else None
+    collector = PipeCollector(channel, forward_requests) if forward_events else None
     app = loaded.app
     hub = None
     if config.livereload:
-        from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
-
         hub = LiveReloadHub()
         app = LiveReloadMiddleware(app, hub, generation)
-    worker: Worker | SyncWorker
+    worker: TCPWorker
     if loaded.interface == "wsgi" or config.execution == "sync":
         # Blocking threads with this process's own AcceptDistributor (see sync_worker.py).
         worker = SyncWorker.standalone(
@@ -120,51 +192,24 @@ def process_main(
         worker = Worker(config, app, sock, slot=slot, generation=generation,
                         collector=collector)
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        worker.shutdown()
+    def run() -> None:
+        try:
+            worker.run()
+        except Exception:
+            logging.getLogger("devserve.error").exception("worker %d crashed", slot)
+            raise SystemExit(EXIT_CRASHED) from None
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-
-    def report_ready() -> None:
-        worker.ready.wait()
-        if worker.startup_error is None:
-            send(conn, lock, ("ready",))
-        # A startup failure is reported by the main thread before it exits (no race).
-
-    def read_commands() -> None:
-        while True:
-            try:
-                command = conn.recv()
-            except (EOFError, OSError):
-                worker.shutdown()
-                return
-            if command == "drain":
-                if hub is not None:
-                    hub.close_generations_before(generation + 1)  # browser channel first
-                worker.start_draining()
-            elif isinstance(command, tuple) and command[0] == "livereload-error":
-                if hub is not None:
-                    hub.report_error(command[1])
-            elif command == "shutdown":
-                if hub is not None:
-                    hub.close_generations_before(generation + 1)  # browser channel first
-                worker.shutdown()
-            elif command == "force":
-                worker.force_stop()
-            elif isinstance(command, tuple) and command[0] == "grace":
-                worker.grace = float(command[1])
-
-    threading.Thread(target=report_ready, name="devserve-ready", daemon=True).start()
-    threading.Thread(target=read_commands, name="devserve-control", daemon=True).start()
-    try:
-        worker.run()
-    except Exception:
-        logging.getLogger("devserve.error").exception("worker %d crashed", slot)
-        raise SystemExit(1) from None
-    if worker.startup_error is not None:
-        err = worker.startup_error
-        tb = None if isinstance(err, LifespanFailed) else user_traceback(err)
-        send(conn, lock, ("failed", f"lifespan startup failed: {err}", tb))
-        raise SystemExit(4)
+    _serve(worker, run, channel, conn, hub, generation)
     if not worker.retired and not worker.state.shutting_down and not worker.state.draining:
-        raise SystemExit(1)  # the loop stopped without being asked: report it as a crash
+        raise SystemExit(EXIT_CRASHED)  # the loop stopped without being asked: a crash
+
+
+def h3_process_main(config: Config, sock: socket.socket, slot: int, generation: int,
+                    conn: Connection) -> None:
+    """Entry point of a spawned HTTP/3 worker process: it imports the app fresh and runs its
+    lifespan itself (the app lives in this child, so a reload replaces the child)."""
+    channel = Channel(conn)
+    loaded = start_child(config, generation, channel)
+    worker = H3Worker(config, AppRef(loaded.app, generation), sock, slot=slot,
+                      run_lifespan=True)
+    _serve(worker, worker.run, channel, conn, None, generation)

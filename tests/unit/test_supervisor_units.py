@@ -1,9 +1,9 @@
-"""Supervisor pieces that need no HTTP traffic: the serialisation of reloads/restarts, the
-worker-handle commands (real pipes, a real worker thread, real processes), and the Supervisor's
-own start/stop on a real socket.
+"""Supervisor pieces that need no HTTP traffic: nothing runs after shutdown, the worker-handle
+commands and named states (real pipes, a real worker thread, real processes), and the
+Supervisor's own start/stop on a real socket.
 
-(``choose_mode``, ``_parallel_join_targets``, ``_target_id`` and ``CrashBudget`` are covered
-elsewhere.)
+(``choose_mode``, ``_parallel_join_targets``, ``_target_id``, ``CrashBudget`` and the
+``supervision`` modules are covered elsewhere.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 
 from devserve.config import load_config
+from devserve.lifecycle import RecordingCollector
 from devserve.net.sockets import bind_socket
+from devserve.supervision.ipc import Channel, Drain, Force, Shutdown
+from devserve.supervision.rollout import WorkerState
 from devserve.supervisor import Supervisor, _WorkerHandle
 from devserve.workers.worker import Worker
 
@@ -37,111 +40,23 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def make_supervisor(tmp_path: Path, workers: int = 2, **options: Any) -> Supervisor:
+def make_supervisor(tmp_path: Path, workers: int = 2, **kwargs: Any) -> Supervisor:
     config = load_config({"app": hello, "workers": workers, "host": "127.0.0.1", "port": 0,
-                          "log_level": "warning", **options}, environ={}, cwd=tmp_path)
-    return Supervisor(config, hello, mode="thread")
+                          "log_level": "warning"}, environ={}, cwd=tmp_path)
+    return Supervisor(config, hello, mode="thread", **kwargs)
 
 
-# --- _serialized: one at a time, a request made meanwhile coalesced into one follow-up -----------
-
-
-def test_requests_made_while_one_runs_are_coalesced_into_one_follow_up(tmp_path: Path) -> None:
-    sup = make_supervisor(tmp_path)
-    release = threading.Event()
-    running = threading.Event()
-    active = 0
-    max_active = 0
-    runs: list[str] = []
-    lock = threading.Lock()
-
-    def impl(name: str, block: bool = False) -> Any:
-        def run() -> None:
-            nonlocal active, max_active
-            with lock:
-                active += 1
-                max_active = max(max_active, active)
-            runs.append(name)
-            if block:
-                running.set()
-                assert release.wait(10)
-            with lock:
-                active -= 1
-        return run
-
-    first = threading.Thread(target=sup._serialized, args=(impl("first", block=True),))
-    first.start()
-    assert running.wait(10)
-    queued = [threading.Thread(target=sup._serialized, args=(impl(f"q{i}"),)) for i in range(5)]
-    for t in queued:
-        t.start()
-    for t in queued:
-        t.join(5)  # they queue and return while the first one still runs
-    assert not any(t.is_alive() for t in queued)
-    assert runs == ["first"]
-    release.set()
-    first.join(10)
-    assert not first.is_alive()
-    assert len(runs) == 2, runs  # exactly one follow-up for the five requests
-    assert runs[1].startswith("q")
-    assert max_active == 1
-    # Idle again: the next request runs at once, in the caller's thread.
-    sup._serialized(impl("later"))
-    assert runs[-1] == "later"
-
-
-class YieldingLock:
-    """A real lock that gives up the CPU right after each release, as a preempting scheduler
-    may at any moment. It changes no semantics; it only makes one interleaving likely."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> YieldingLock:
-        self._lock.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-        time.sleep(0.002)
-
-
-def test_a_request_arriving_as_the_running_one_finishes_is_not_lost(tmp_path: Path) -> None:
-    """Supervisor docstring: a reload asked for while one runs is coalesced into one
-    follow-up, *never lost*. The request made right after the running one checked for a
-    follow-up must still run (by the runner, or by its own caller)."""
-    sup = make_supervisor(tmp_path)
-    sup._pending_lock = YieldingLock()  # type: ignore[assignment]
-    lost = 0
-    for _ in range(20):
-        first_ran = threading.Event()
-        second_runs: list[int] = []
-
-        def second_caller(done: threading.Event = first_ran, out: list[int] = second_runs
-                          ) -> None:
-            assert done.wait(10)
-            sup._serialized(lambda: out.append(1))
-
-        t2 = threading.Thread(target=second_caller)
-        t2.start()
-        t1 = threading.Thread(target=sup._serialized, args=(first_ran.set,))
-        t1.start()
-        t1.join(10)
-        t2.join(10)
-        assert not t1.is_alive() and not t2.is_alive()
-        if not second_runs:
-            lost += 1
-    assert lost == 0, f"{lost} of 20 requests made while a reload finished never ran"
+# --- serialisation (the runner itself: test_supervision_coalesce.py) ------------------------------
 
 
 def test_nothing_runs_after_shutdown(tmp_path: Path) -> None:
-    sup = make_supervisor(tmp_path)
+    collector = RecordingCollector()
+    sup = make_supervisor(tmp_path, lifecycle_collector=collector)
     sup.shutdown()
-    ran: list[int] = []
-    sup._serialized(lambda: ran.append(1))
     sup.graceful_reload()
     sup.restart_workers()
-    assert ran == []
+    assert collector.events == []
+    assert sup.generation == 0
 
 
 # --- worker handles --------------------------------------------------------------------------
@@ -149,16 +64,16 @@ def test_nothing_runs_after_shutdown(tmp_path: Path) -> None:
 
 def test_process_handle_sends_its_commands_over_the_pipe() -> None:
     parent, child = multiprocessing.Pipe()
-    handle = _WorkerHandle(3, threading.Thread(target=lambda: None), None, generation=7)
-    handle.conn = parent
-    assert not handle.expected_exit
+    handle = _WorkerHandle(3, threading.Thread(target=lambda: None), None, generation=7,
+                           channel=Channel(parent))
+    assert handle.state is WorkerState.STARTING and not handle.expected_exit
     handle.start_draining(2.5)
-    assert handle.expected_exit
-    assert [child.recv(), child.recv()] == [("grace", 2.5), "drain"]
+    assert handle.state is WorkerState.DRAINING and handle.expected_exit
+    assert child.recv() == Drain(grace=2.5)
     handle.shutdown(1.0)
-    assert [child.recv(), child.recv()] == [("grace", 1.0), "shutdown"]
+    assert child.recv() == Shutdown(grace=1.0)
     handle.force()
-    assert child.recv() == "force"
+    assert child.recv() == Force()
     assert not child.poll(0.05)
     child.close()
     handle.force()  # the worker is gone: nothing to tell, and no exception
@@ -181,7 +96,8 @@ def test_thread_handle_drains_a_real_worker(tmp_path: Path) -> None:
         assert worker.grace == 0.3
         thread.join(5)
         assert not thread.is_alive(), "the drained worker did not stop"
-        assert handle.expected_exit and not worker.retired
+        assert handle.state is WorkerState.DRAINING and not worker.retired
+        assert not handle.exited_cleanly()
     finally:
         listener.close()
 
@@ -193,7 +109,7 @@ def test_a_process_that_exited_0_by_itself_counts_as_retired(code: int, retired:
     process.join(30)
     assert process.exitcode == code
     handle = _WorkerHandle(0, process, None)
-    assert Supervisor._retired(handle) is retired
+    assert handle.exited_cleanly() is retired
 
 
 # --- the Supervisor itself -----------------------------------------------------------------------
@@ -207,6 +123,12 @@ def test_state_before_run(tmp_path: Path) -> None:
     assert sup.generation == 0
     assert sup.live_handles() == []
     assert sup.exit_code == 0
+    assert sup.reload_grace == sup._config.reload_grace
+
+
+def test_options_are_given_at_construction(tmp_path: Path) -> None:
+    sup = make_supervisor(tmp_path, reload_grace=1.5)
+    assert sup.reload_grace == 1.5
 
 
 def test_run_serves_one_generation_and_returns_0_after_shutdown(tmp_path: Path) -> None:
@@ -222,6 +144,7 @@ def test_run_serves_one_generation_and_returns_0_after_shutdown(tmp_path: Path) 
     handles = sup.live_handles()
     assert sorted(h.worker_id for h in handles) == [0, 1]
     assert {h.generation for h in handles} == {1}
+    assert {h.state for h in handles} == {WorkerState.SERVING}
     workers = [h.target for h in handles]
     sup.shutdown()
     thread.join(20)

@@ -1,0 +1,82 @@
+"""Process signals and the stop request they (and keys, and an exhausted budget) make.
+
+SIGINT and SIGTERM stop the server; a second SIGINT forces (stop waiting for drains); SIGHUP
+asks for a graceful reload. Signal handlers can only be installed on the main thread; when the
+Supervisor runs elsewhere (inside ``devserve.server``), the caller handles signals and calls the
+Supervisor's public methods instead. POSIX-only signals are guarded (SIGHUP on Windows).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from devserve.lifecycle import Event, ServerStopping
+
+
+class StopRequest:
+    """"Stop" and "stop now" as thread-safe facts, and the one ServerStopping per run, whoever
+    asked first (a signal, a key, an exhausted budget)."""
+
+    def __init__(self, emit: Callable[[Event], None]) -> None:
+        self._emit = emit
+        self._stop = threading.Event()
+        self._force = threading.Event()
+        self._announced = threading.Lock()  # held once the ServerStopping went out
+
+    @property
+    def requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def forced(self) -> bool:
+        return self._force.is_set()
+
+    def request(self) -> None:
+        self._stop.set()
+
+    def force(self) -> None:
+        self._force.set()
+        self._stop.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to *timeout* seconds; True as soon as a stop was requested."""
+        return self._stop.wait(timeout)
+
+    def wait_forced(self, timeout: float) -> bool:
+        """Sleep up to *timeout* seconds; True as soon as "stop now" was asked for."""
+        return self._force.wait(timeout)
+
+    def announce(self, reason: str, *, error: bool = False) -> None:
+        """Emit ServerStopping(*reason*) unless one was emitted already."""
+        if self._announced.acquire(blocking=False):
+            self._emit(ServerStopping(reason=reason, error=error))
+
+
+def install_signals(*, stop: Callable[[str], None], force: Callable[[], None],
+                    reload: Callable[[], None]) -> bool:
+    """SIGINT/SIGTERM → ``stop(signal name)`` (second SIGINT → ``force()``), SIGHUP →
+    ``reload()`` on its own thread. Returns False (nothing installed) off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    interrupts = 0
+
+    def on_stop(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        if signum == signal.SIGINT:
+            interrupts += 1
+            if interrupts > 1:
+                force()
+                return
+        stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
+    if hasattr(signal, "SIGHUP"):
+        def on_hup(signum: int, frame: Any) -> None:
+            threading.Thread(target=reload, name="devserve-sighup", daemon=True).start()
+
+        signal.signal(signal.SIGHUP, on_hup)
+    return True
