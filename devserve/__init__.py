@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from devserve.config import Config
+from devserve.config import Config, load_config
+from devserve.display import make_display
+from devserve.server import serve
 
 __all__ = ["Config", "__version__", "run"]
 
@@ -20,8 +22,5 @@ def run(app: Any, **options: Any) -> int:
     Options use the :class:`Config` field names (``port=8001``, ``workers=2``) and take
     precedence over ``DEVSERVE_*`` variables and ``[tool.devserve]``. Returns the exit code.
     """
-    from devserve.config import load_config
-    from devserve.server import serve
-
     config = load_config({**options, "app": app}, source_name="devserve.run()")
-    return serve(config)
+    return serve(config, display=make_display)

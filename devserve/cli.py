@@ -1,9 +1,9 @@
 """``devserve APP [options]``: uvicorn's flag names → ``load_config`` → ``serve`` → exit code.
 
-Only stdlib, ``devserve.config`` and ``devserve.errors`` are imported at module level so that
-``--help``, ``--version`` and bad-flag errors answer instantly; the server loads on demand.
-Numbers are passed through as strings so that ``load_config`` reports them like any other bad
-value: one ``devserve: error:`` line naming the option and its source.
+The top of the import layering: it composes the server with the display the configuration asks
+for (:func:`devserve.display.make_display`). Numbers are passed through as strings so that
+``load_config`` reports them like any other bad value: one ``devserve: error:`` line naming the
+option and its source.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from typing import Any
 
 from devserve.config import Config, load_config
+from devserve.display import make_display
 from devserve.errors import DevserveError
+from devserve.server import serve
 
 PROG = "devserve"
 _FALLBACK_VERSION = "0.1.0.dev0"
@@ -24,9 +28,6 @@ _EXIT_INTERRUPTED = 130
 
 def version() -> str:
     """The installed distribution's version, or the in-tree one when running from a checkout."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
     try:
         return dist_version("devserve")
     except PackageNotFoundError:
@@ -247,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return _exit_code(exc)
     try:
         config = load_config(vars(namespace), environ=os.environ)
-        from devserve.server import serve  # heavy: only once the config is known to be good
-
-        code: int = serve(config)
-        return code
+        return serve(config, display=make_display)
     except DevserveError as err:
         print(f"{PROG}: error: {err.one_line()}", file=sys.stderr)
         return err.exit_code

@@ -8,10 +8,13 @@ unobserved server pays nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+_error_log = logging.getLogger("devserve.error")
 
 
 def _now() -> float:
@@ -51,11 +54,6 @@ class ServerStarting(Event):
 class ServerStopping(Event):
     reason: str
     error: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerStopped(Event):
-    exit_code: int
 
 
 # -- workers ---------------------------------------------------------------------------------
@@ -165,18 +163,6 @@ class ReloadFailed(Event):
 
 # -- traffic ---------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionOpened(Event):
-    slot: int
-    generation: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionClosed(Event):
-    slot: int
-    generation: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestCompleted(Event):
     slot: int
     generation: int
@@ -215,11 +201,16 @@ class LifecycleCollector(Protocol):
 
 
 class FanOutCollector:
-    """Delivers each event to every attached collector; one failing sink never stops others."""
+    """Delivers each event to every attached collector; one failing sink never stops others.
+
+    A sink's first failure is logged with its traceback (``devserve.error``); later ones are
+    not, so a broken display cannot flood the log — but it never fails silently either.
+    """
 
     def __init__(self, *sinks: LifecycleCollector) -> None:
         self._sinks: list[LifecycleCollector] = list(sinks)
         self._lock = threading.Lock()
+        self._failed: set[int] = set()  # id() of sinks whose failure was logged
 
     def add(self, sink: LifecycleCollector) -> None:
         with self._lock:
@@ -230,7 +221,15 @@ class FanOutCollector:
             try:
                 sink.emit(event)
             except Exception:  # a display bug must never take the server down
-                pass
+                self._report(sink, event)
+
+    def _report(self, sink: LifecycleCollector, event: Event) -> None:
+        with self._lock:
+            if id(sink) in self._failed:
+                return
+            self._failed.add(id(sink))
+        _error_log.exception("%s failed on %s; its later failures are not logged",
+                             type(sink).__name__, event.kind)
 
 
 class RecordingCollector:

@@ -1,7 +1,9 @@
 """Composition root: config → logging → app → sockets → Supervisor, and the exit code.
 
 Nothing imports this module except the CLI and :func:`devserve.run`; it wires the parts and owns
-the order of start-up and teardown.
+the order of start-up and teardown. It knows no display: the caller passes a
+:data:`DisplayFactory` (the CLI builds the dashboard, plain log or JSON lines), and the display
+only subscribes to events and asks for actions through :class:`Controls`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
+from devserve.asgi.types import ASGIApp
 from devserve.config import Config, find_pyproject, read_env_file
-from devserve.display import attach_display
 from devserve.errors import ConfigError
 from devserve.lifecycle import FanOutCollector, ServerStarting
 from devserve.logs import configure_logging
@@ -25,9 +29,40 @@ from devserve.reload.importer import load_app, reimport_app
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.reloader import Reloader
 from devserve.reload.watcher import PathFilter, Watcher
-from devserve.supervisor import Supervisor, choose_mode, gil_enabled
+from devserve.supervisor import AppLoader, AppWrapper, Supervisor, choose_mode, gil_enabled
 
 logger = logging.getLogger("devserve.error")
+
+
+class Controls(Protocol):
+    """What a display may ask of the running server (keys in the dashboard)."""
+
+    def graceful_reload(self) -> None: ...
+
+    def restart_workers(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class Display(Protocol):
+    """A view of the lifecycle events, built before the Supervisor and started after it."""
+
+    @property
+    def wants_requests(self) -> bool:
+        """Per-request events and gauges cost the workers: sent only when this is True."""
+
+    @property
+    def output_sink(self) -> Callable[[str], None] | None:
+        """Where process workers' output lines go (a live view owns the terminal); None lets
+        them write to the terminal directly."""
+
+    def start(self, controls: Controls) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Builds the display for *config*, attaching its sinks to the collector.
+DisplayFactory = Callable[[Config, FanOutCollector], Display]
 
 
 def _start_watcher(config: Config, supervisor: Supervisor, roots: list[Path],
@@ -59,8 +94,29 @@ def _reexec() -> None:
     os.execv(sys.executable, [sys.executable, *argv[1:]])
 
 
-def serve(config: Config) -> int:
-    """Run the server described by *config* until it is stopped; return the exit code."""
+def _app_loader(config: Config, app_path: str, purge: list[Path]) -> AppLoader:
+    """Thread mode reloads: import *app_path* again (project modules under *purge* fresh)."""
+    def load() -> ASGIApp:
+        app: ASGIApp = reimport_app(app_path, dirs=purge, app_dir=config.app_dir,
+                                    factory=config.factory, interface=config.interface).app
+        return app
+    return load
+
+
+def _livereload(collector: FanOutCollector) -> AppWrapper:
+    """``--livereload``: one hub hears the lifecycle events; every generation's app is wrapped
+    so pages get the script and the browser channel."""
+    hub = LiveReloadHub()
+    collector.add(hub)
+
+    def wrap(app: ASGIApp, generation: int) -> ASGIApp:
+        return LiveReloadMiddleware(app, hub, generation)
+    return wrap
+
+
+def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
+    """Run the server described by *config* until it is stopped; return the exit code.
+    Without *display* nothing shows the lifecycle events (embedding, tests)."""
     configure_logging(config)
     if config.env_file:
         for key, value in read_env_file(config.env_file).items():
@@ -85,12 +141,21 @@ def serve(config: Config) -> int:
     try:
         url = describe_address(sock, "https" if ssl_context else "http")
         collector = FanOutCollector()
+        view = display(config, collector) if display is not None else None
+        wrapper = _livereload(collector) if config.livereload else None
+        roots = [Path(d) for d in config.reload_dirs] or [Path(config.app_dir)]
+        loader = None
+        if mode == "thread" and app_path is not None:
+            loader = _app_loader(config, app_path, [*roots, Path(config.app_dir)])
         wsgi = loaded.interface == "wsgi"  # served by SyncWorker threads (sync_worker.py)
-        supervisor = Supervisor(config, None if wsgi else loaded.app, mode=mode,
-                                ssl_context=ssl_context, app_path=app_path,
-                                lifecycle_collector=collector,
-                                sync_app=loaded.app if wsgi else None)
-        display = attach_display(config, collector, supervisor)
+        supervisor = Supervisor(
+            config, None if wsgi else loaded.app, mode=mode, ssl_context=ssl_context,
+            app_path=app_path, lifecycle_collector=collector,
+            sync_app=loaded.app if wsgi else None, app_loader=loader, app_wrapper=wrapper,
+            output_sink=view.output_sink if view is not None else None,
+            worker_collector=collector if view is not None and view.wants_requests else None)
+        if view is not None:
+            view.start(supervisor)
         collector.emit(ServerStarting(
             app=loaded.source, urls=(url,), mode=mode, mode_reason=reason,
             workers=config.workers, pid=os.getpid(), gil_enabled=gil_enabled(),
@@ -99,19 +164,6 @@ def serve(config: Config) -> int:
         if udp_sockets:
             logger.info("Listening on %s (HTTP/3 over UDP)",
                         describe_address(udp_sockets[0], "https"))
-        if config.livereload:
-            hub = LiveReloadHub()
-            collector.add(hub)
-            supervisor.app_wrapper = lambda app, generation: LiveReloadMiddleware(
-                app, hub, generation)
-        supervisor.mode_reason = reason
-        roots = [Path(d) for d in config.reload_dirs] or [Path(config.app_dir)]
-        if mode == "thread" and app_path is not None:
-            purge = [*roots, Path(config.app_dir)]
-            supervisor.app_loader = lambda: reimport_app(
-                app_path, dirs=purge, app_dir=config.app_dir, factory=config.factory,
-                interface=config.interface,
-            ).app
         watcher = reloader = None
         if config.reload:
             watcher, reloader = _start_watcher(config, supervisor, roots, collector)
@@ -120,8 +172,8 @@ def serve(config: Config) -> int:
         finally:
             if watcher is not None:
                 watcher.stop()
-            if display is not None:
-                display.close()
+            if view is not None:
+                view.close()
         logger.info("Finished server process [%d]", os.getpid())
         if reloader is not None and reloader.reexec_requested:
             sock.close()

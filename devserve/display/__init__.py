@@ -1,31 +1,24 @@
 """Views of the lifecycle events: the rich dashboard, plain log lines, or JSON lines.
 
-Displays only read events; actions go back through the Supervisor's public methods.
+Displays only read events (they are collectors on the server's fan-out) and ask for actions
+through the Supervisor's public methods (:class:`~devserve.server.Controls`). Nothing below this
+package knows it exists: the CLI passes :func:`make_display` to :func:`devserve.server.serve`.
+May import: server (for the protocols it implements), lifecycle, config, and the packages below.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Protocol
+from collections.abc import Callable
 
 from devserve.config import Config
+from devserve.display.dashboard import Dashboard
 from devserve.display.plain import JsonLog, PlainLog
 from devserve.lifecycle import FanOutCollector
+from devserve.server import Controls, Display
 
-
-class Controls(Protocol):
-    """What a display may ask of the server (keys in the dashboard)."""
-
-    def graceful_reload(self) -> None: ...
-
-    def restart_workers(self) -> None: ...
-
-    def shutdown(self) -> None: ...
-
-
-class Display(Protocol):
-    def close(self) -> None: ...
+__all__ = ["Controls", "Display", "make_display", "tui_wanted"]
 
 
 def tui_wanted(config: Config) -> bool:
@@ -35,29 +28,57 @@ def tui_wanted(config: Config) -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM", "dumb") != "dumb"
 
 
-def attach_display(config: Config, collector: FanOutCollector, controls: Controls
-                   ) -> Display | None:
-    """Attach the right sink to *collector*; returns the display to close at exit."""
-    supervisor_like = controls
+class _LogView:
+    """Plain log lines or JSON lines: a sink on the collector, nothing to start or close."""
+
+    output_sink: Callable[[str], None] | None = None
+
+    def __init__(self, wants_requests: bool) -> None:
+        self.wants_requests = wants_requests
+
+    def start(self, controls: Controls) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _LiveView:
+    """The dashboard: it needs the Supervisor's controls, so it is created on ``start``;
+    process workers' output goes above the live view."""
+
+    wants_requests = True
+
+    def __init__(self, config: Config, collector: FanOutCollector) -> None:
+        self._config = config
+        self._collector = collector
+        self._dashboard: Dashboard | None = None
+        self.output_sink: Callable[[str], None] | None = self._print_line
+
+    def _print_line(self, line: str) -> None:
+        if self._dashboard is not None:
+            self._dashboard.print_line(line)
+        else:
+            print(line, flush=True)
+
+    def start(self, controls: Controls) -> None:
+        dashboard = Dashboard(self._config, controls)
+        self._collector.add(dashboard)
+        dashboard.start()
+        self._dashboard = dashboard
+
+    def close(self) -> None:
+        if self._dashboard is not None:
+            self._dashboard.close()
+
+
+def make_display(config: Config, collector: FanOutCollector) -> Display:
+    """The view *config* asks for (``--log-format json``, ``--tui``, else plain lines), with
+    its sinks attached to *collector* (a :data:`~devserve.server.DisplayFactory`)."""
     if config.log_format == "json":
         collector.add(JsonLog(sys.stdout))
-        _want_requests(supervisor_like, collector)
-        return None
+        return _LogView(wants_requests=True)
     if tui_wanted(config):
-        from devserve.display.dashboard import Dashboard
-
-        dashboard = Dashboard(config, controls)
-        collector.add(dashboard)
-        if hasattr(controls, "output_sink"):
-            controls.output_sink = dashboard.print_line
-        _want_requests(supervisor_like, collector)
-        dashboard.start()
-        return dashboard
+        return _LiveView(config, collector)
     collector.add(PlainLog())
-    return None
-
-
-def _want_requests(controls: object, collector: FanOutCollector) -> None:
-    """Per-request events are only produced when a display consumes them."""
-    if hasattr(controls, "worker_collector"):
-        controls.worker_collector = collector
+    return _LogView(wants_requests=False)

@@ -27,10 +27,10 @@ from rich.text import Text
 
 from devserve import lifecycle as ev
 from devserve.config import Config
-from devserve.display import Controls
 from devserve.display.model import Snapshot, clear_error, reduce, reduce_requests
 from devserve.display.plain import describe
 from devserve.display.render import dashboard
+from devserve.server import Controls
 
 MAX_FPS = 10
 TRAFFIC_FPS = 2

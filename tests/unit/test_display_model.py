@@ -247,12 +247,9 @@ def test_recorded_sequence_step_by_step() -> None:
 
 def test_unknown_and_traffic_only_events_leave_snapshot_alone() -> None:
     s = reduce_all(Snapshot(), boot_events())
-    for event in (ev.ConnectionOpened(slot=0, generation=1),
-                  ev.ConnectionClosed(slot=0, generation=1),
-                  ev.LogLine(level="info", message="hello"),
+    for event in (ev.LogLine(level="info", message="hello"),
                   ev.GenerationStarted(generation=2, workers=1),
-                  ev.GenerationRetired(generation=1),
-                  ev.ServerStopped(exit_code=0)):
+                  ev.GenerationRetired(generation=1)):
         assert reduce(s, event) is s
 
 

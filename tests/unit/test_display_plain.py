@@ -80,8 +80,6 @@ def test_describe_notable_events(event: ev.Event, expected: tuple[int, str]) -> 
     ev.RequestCompleted(slot=0, generation=1, method="GET", path="/", status=200,
                         duration=0.001),
     ev.WorkerStats(slot=0, generation=1, connections=1, in_flight=0, requests=3),
-    ev.ConnectionOpened(slot=0, generation=1),
-    ev.ConnectionClosed(slot=0, generation=1),
     ev.WorkerSpawned(slot=0, generation=1, ident="pid 1"),
     ev.WorkerReady(slot=0, generation=1, ident="pid 1"),
     ev.WorkerDraining(slot=0, generation=1),
@@ -130,7 +128,6 @@ ALL_EVENTS: list[ev.Event] = [
     ev.WorkerStats(slot=0, generation=2, connections=1, in_flight=0, requests=1),
     ev.LogLine(level="info", message="hello"),
     ev.ServerStopping(reason="SIGTERM"),
-    ev.ServerStopped(exit_code=0),
 ]
 
 
