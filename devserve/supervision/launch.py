@@ -77,11 +77,16 @@ def _forward_ready(handle: _Handle, worker: TCPWorker | H3Worker, what: str) -> 
     handle.mark_failed(f"{what}: {err}", None if reported else user_traceback(err))
 
 
-def _run_thread_worker(worker: TCPWorker) -> None:
+def _run_thread_worker(worker: TCPWorker | H3Worker, sock: socket.socket | None) -> None:
+    """A worker thread: run it, log a crash; close its ``dup()`` of the listener (a worker
+    that never opened it, e.g. after a failed lifespan startup, would leak it)."""
     try:
         worker.run()
     except BaseException:
         logger.error("worker %d crashed:\n%s", worker.slot, traceback.format_exc().rstrip())
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 class ThreadLauncher:
@@ -123,6 +128,12 @@ class ThreadLauncher:
                       run_lifespan: bool) -> TCPWorker:
         """A SyncWorker on the shared distributor for WSGI or ``--execution sync``, else an
         async Worker on a ``dup()`` of listener *socket_index*."""
+        return self._create(slot, socket_index, generation=generation, app=app,
+                            run_lifespan=run_lifespan)[0]
+
+    def _create(self, slot: int, socket_index: int, *, generation: int, app: ASGIApp,
+                run_lifespan: bool) -> tuple[TCPWorker, socket.socket | None]:
+        """The worker, and the listener ``dup()`` it was given (None for a SyncWorker)."""
         wrap = self._options.app_wrapper
         collector = self._options.worker_collector
         if self._sync_interface is not None:
@@ -133,23 +144,23 @@ class ThreadLauncher:
                 self._config, app, self._distributor, self._pool,
                 interface=self._sync_interface, slot=slot, generation=generation,
                 collector=collector, run_lifespan=run_lifespan, ssl_context=self._ssl_context,
-            )
+            ), None
         if wrap is not None:
             app = wrap(app, generation)
+        sock = self._sockets[socket_index].dup()
         return Worker(
-            self._config, app, self._sockets[socket_index].dup(), slot=slot,
-            generation=generation, collector=collector, run_lifespan=run_lifespan,
-            ssl_context=self._ssl_context,
-        )
+            self._config, app, sock, slot=slot, generation=generation, collector=collector,
+            run_lifespan=run_lifespan, ssl_context=self._ssl_context,
+        ), sock
 
     def spawn(self, slot: int, generation: int, app: ASGIApp | None, *, run_lifespan: bool,
               state: LifespanState | None) -> _WorkerHandle:
         assert app is not None, "thread workers serve an app object"
-        worker = self.create_worker(slot, 0, generation=generation, app=app,
+        worker, sock = self._create(slot, 0, generation=generation, app=app,
                                     run_lifespan=run_lifespan)
         if state is not None:
             worker.set_lifespan_state(state)
-        thread = threading.Thread(target=_run_thread_worker, args=(worker,),
+        thread = threading.Thread(target=_run_thread_worker, args=(worker, sock),
                                   name=f"devserve-g{generation}-w{slot}", daemon=True)
         handle = _WorkerHandle(slot, thread, worker, generation)
         thread.start()
@@ -159,10 +170,11 @@ class ThreadLauncher:
 
     def spawn_h3(self, index: int, generation: int, ref: AppRef | None) -> _H3WorkerHandle:
         assert ref is not None, "thread HTTP/3 workers serve the generation's AppRef"
-        worker = H3Worker(self._config, ref, self._udp_sockets[index].dup(),
-                          slot=self._config.workers + index,
+        sock = self._udp_sockets[index].dup()
+        worker = H3Worker(self._config, ref, sock, slot=self._config.workers + index,
                           collector=self._options.worker_collector)
-        thread = threading.Thread(target=worker.run, name=f"devserve-h3-{index}", daemon=True)
+        thread = threading.Thread(target=_run_thread_worker, args=(worker, sock),
+                                  name=f"devserve-h3-{index}", daemon=True)
         handle = _H3WorkerHandle(index, thread, worker=worker, generation=generation)
         thread.start()
         threading.Thread(target=_forward_ready, args=(handle, worker, "HTTP/3 worker failed"),
