@@ -22,7 +22,6 @@ from devserve.net.tls import create_ssl_context, tls_enabled
 from devserve.serve.sniff import protocol_factory
 from devserve.serve.state import WorkerState
 from devserve.workers.base import DRAINING, FORCE, RUNNING, SHUTDOWN, LoopWorker
-from devserve.workers.loop import new_event_loop as new_event_loop  # until sync_worker moves
 
 TIMEOUT_SWEEP = 0.25  # seconds between checks of connection deadlines (their precision)
 
