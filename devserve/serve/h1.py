@@ -24,9 +24,10 @@ from devserve.protocols.http1 import (
     RequestHead,
 )
 from devserve.serve.admission import Verdict, admit
-from devserve.serve.h2 import upgrade_to_h2c
+from devserve.serve.h2 import SWITCHING_H2C, h2c_upgrade
 from devserve.serve.responses import for_verdict
 from devserve.serve.state import Connection, WorkerState, detach_transport_socket
+from devserve.serve.switch import take_over
 from devserve.serve.ws import WSProtocol, is_websocket_upgrade, websocket_scope
 
 logger = logging.getLogger("devserve.error")
@@ -151,7 +152,7 @@ class H1Protocol(asyncio.Protocol, Connection):
     def _on_request(self, head: RequestHead) -> None:
         self._head_deadline = None
         state = self.state
-        if state.config.http2 and upgrade_to_h2c(self, head):
+        if state.config.http2 and self.scheme == "http" and self._upgrade_to_h2c(head):
             return  # 101 sent; the request continues as HTTP/2 stream 1
         http_version = head.http_version.decode("ascii")
         try:
@@ -197,6 +198,17 @@ class H1Protocol(asyncio.Protocol, Connection):
             state.tasks.add(task)
             task.add_done_callback(state.tasks.discard)
 
+    def _upgrade_to_h2c(self, head: RequestHead) -> bool:
+        """``Upgrade: h2c``: answer 101 and hand the transport to an H2Protocol."""
+        if self.transport is None or self.closing:
+            return False
+        protocol = h2c_upgrade(self.state, self.loop, head)
+        if protocol is None:
+            return False
+        take_over(self.transport, self, protocol, preamble=SWITCHING_H2C,
+                  buffered=self.h1.trailing_bytes())
+        return True
+
     def _upgrade_to_websocket(self, head: RequestHead) -> None:
         """Hand the transport to a WSProtocol; wsproto re-parses the handshake itself."""
         assert self.transport is not None
@@ -209,16 +221,15 @@ class H1Protocol(asyncio.Protocol, Connection):
         )
         lines = [head.method + b" " + head.target + b" HTTP/1.1"]
         lines += [name + b": " + value for name, value in head.headers]
-        first = b"\r\n".join(lines) + b"\r\n\r\n" + self.h1.trailing_bytes()
-        self.closing = True  # this HTTP/1.1 protocol is done with the transport
+        handshake = b"\r\n".join(lines) + b"\r\n\r\n" + self.h1.trailing_bytes()
+        take_over(self.transport, self, WSProtocol(state, self.loop, scope), buffered=handshake)
+
+    def release_transport(self) -> None:
+        """``switch.Releasing``: another protocol takes this connection over."""
+        self.closing = True
         self._cancel_timers()
-        state.connections.discard(self)
-        protocol = WSProtocol(state, self.loop, scope, first)
-        self.transport.set_protocol(protocol)
-        protocol.connection_made(self.transport)
-        if self._read_paused:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self.state.connections.discard(self)
+        self._resume_reading()
 
     def _reject(self, status: int) -> None:
         """Answer a protocol error or a timed-out head with *status* and close."""

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
 from devserve.asgi.scope import apply_proxy_headers, http_scope, socket_address
+from devserve.protocols.http1 import RequestHead
 from devserve.protocols.http2 import (
     BodyData,
     BodyEnd,
@@ -42,17 +42,13 @@ from devserve.serve.responses import TOO_LARGE, for_verdict
 from devserve.serve.state import Connection, WorkerState
 from devserve.serve.ws import websocket_scope
 
-if TYPE_CHECKING:
-    from devserve.protocols.http1 import RequestHead
-    from devserve.serve.h1 import H1Protocol
-
 logger = logging.getLogger("devserve.error")
 
 DRAIN_PING_WAIT = 1.0  # seconds to wait for the drain PING ACK before the final GOAWAY
 _KEEPALIVE_PING = b"devsrvKA"
 _HOP_BY_HOP = frozenset({b"connection", b"upgrade", b"http2-settings", b"keep-alive",
                          b"proxy-connection", b"transfer-encoding"})
-_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+SWITCHING_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -447,28 +443,14 @@ class H2Protocol(asyncio.Protocol, Connection):
             self._ping_deadline = now + config.h2_ping_timeout
 
 
-
-
 # -- Upgrade: h2c (RFC 7540 §3.2) --------------------------------------------------------------
-def upgrade_to_h2c(h1: H1Protocol, head: RequestHead) -> bool:
-    """Answer 101 and continue the connection as HTTP/2 with *head* as stream 1 when it asks
-    for ``Upgrade: h2c`` properly (see :func:`h2c_upgrade_settings`); else False: serve it as
-    HTTP/1.1, as the RFC allows."""
-    transport = h1.transport
+def h2c_upgrade(state: WorkerState, loop: asyncio.AbstractEventLoop, head: RequestHead
+                ) -> H2Protocol | None:
+    """The HTTP/2 protocol to continue a cleartext HTTP/1.1 connection with, *head* becoming
+    stream 1, when it asks for ``Upgrade: h2c`` properly (see :func:`h2c_upgrade_settings`);
+    else None: serve it as HTTP/1.1, as the RFC allows. The caller answers
+    :data:`SWITCHING_H2C` and hands the transport over (``switch.take_over``)."""
     settings = h2c_upgrade_settings(head.headers)
-    if settings is None or transport is None or h1.closing or h1.scheme != "http":
-        return False
-    protocol = H2Protocol(h1.state, h1.loop, "http", upgrade=H2Upgrade(settings, head))
-    trailing = h1.h1.trailing_bytes()
-    h1.closing = True  # this HTTP/1.1 protocol is done with the transport
-    h1._cancel_timers()
-    h1.state.connections.discard(h1)
-    transport.write(_SWITCHING)
-    transport.set_protocol(protocol)
-    protocol.connection_made(transport)
-    if h1._read_paused:
-        h1._read_paused = False
-        transport.resume_reading()
-    if trailing:
-        protocol.data_received(trailing)
-    return True
+    if settings is None:
+        return None
+    return H2Protocol(state, loop, "http", upgrade=H2Upgrade(settings, head))

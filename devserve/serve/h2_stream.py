@@ -10,18 +10,44 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
 from devserve.asgi.cycle import Headers, HTTPCycle
 from devserve.asgi.types import Message
-
-if TYPE_CHECKING:
-    from devserve.serve.h2 import H2Protocol
+from devserve.protocols.http2 import H2Server
+from devserve.serve.state import WorkerState
 
 logger = logging.getLogger("devserve.error")
+
+
+class StreamHost(Protocol):
+    """What a stream needs from its HTTP/2 connection (``H2Protocol``), so this module does not
+    import the connection's."""
+
+    @property
+    def h2(self) -> H2Server: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def state(self) -> WorkerState: ...
+    @property
+    def client_str(self) -> str: ...
+    @property
+    def closing(self) -> bool: ...
+    @property
+    def write_paused(self) -> bool: ...
+
+    def pump(self, stream: H2Stream) -> None:
+        """Move the stream's pending response bytes into h2 as far as flow control allows."""
+
+    def schedule_flush(self) -> None: ...
+
+    def stream_finished(self, stream: H2Stream) -> None: ...
+
+    def stream_gone(self, stream: H2Stream) -> None: ...
 
 
 class StreamCycle(HTTPCycle):
@@ -53,7 +79,7 @@ class H2Stream:
                  "expect_trailers", "expects_continue", "finished", "head_sent", "on_gone",
                  "received", "request_ended", "sid", "sized", "trailers", "unacked", "waiter")
 
-    def __init__(self, conn: H2Protocol, sid: int, expects_continue: bool) -> None:
+    def __init__(self, conn: StreamHost, sid: int, expects_continue: bool) -> None:
         self.conn = conn
         self.sid = sid
         self.cycle: StreamCycle | None = None

@@ -11,22 +11,26 @@ frame came first; ending the WebSocket sends END_STREAM.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from h2.errors import ErrorCodes
 
 from devserve.protocols.websocket import WebSocketConnection
-from devserve.serve.h2_stream import H2Stream
+from devserve.serve.h2_stream import H2Stream, StreamHost
 from devserve.serve.ws_session import Headers, WSSession
 
-if TYPE_CHECKING:
-    from devserve.serve.h2 import H2Protocol
+
+class WebSocketHost(StreamHost, Protocol):
+    """The HTTP/2 connection as a WebSocket sees it: a stream host that tracks its tunnels."""
+
+    @property
+    def websockets(self) -> dict[int, H2WebSocket]: ...
 
 
 class H2WebSocket(WSSession):
     """One WebSocket carried by one HTTP/2 stream."""
 
-    def __init__(self, conn: H2Protocol, sid: int, scope: dict[str, Any],
+    def __init__(self, conn: WebSocketHost, sid: int, scope: dict[str, Any],
                  offers: bytes | None) -> None:
         config = conn.state.config
         ws = WebSocketConnection(max_size=config.ws_max_size,

@@ -17,6 +17,7 @@ from devserve.protocols.http2 import PREFACE
 from devserve.serve.h1 import DRAIN_IDLE_CLOSE, H1Protocol
 from devserve.serve.h2 import H2Protocol
 from devserve.serve.state import Connection, WorkerState, detach_transport_socket
+from devserve.serve.switch import take_over
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -72,20 +73,16 @@ class SniffProtocol(asyncio.Protocol, Connection):
         self.state.connections.discard(self)
 
     def _switch(self, protocol: H1Protocol | H2Protocol, first: bytes = b"") -> None:
-        transport = self.transport
-        assert transport is not None
+        assert self.transport is not None
+        take_over(self.transport, self, protocol, buffered=first)
+
+    def release_transport(self) -> None:
+        """``switch.Releasing``: the chosen protocol takes over (this one never pauses)."""
         self.closing = True
         self.state.connections.discard(self)
         self._deadline = None
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        if first:
-            protocol.data_received(first)
 
     # -- Connection ------------------------------------------------------------------------
-    def is_idle(self) -> bool:
-        return True
-
     def start_draining(self) -> None:
         """Like an idle HTTP/1.1 connection: a short grace to send its first request."""
         soon = self.loop.time() + min(DRAIN_IDLE_CLOSE, self.state.config.timeout_keep_alive)

@@ -1,7 +1,8 @@
 """asyncio glue for WebSocket over HTTP/1.1 and the ASGI ``websocket`` scope.
 
-An HTTP/1.1 connection that asks to upgrade is handed here with the transport; wsproto parses
-the handshake. Everything the app sees is :class:`~devserve.serve.ws_session.WSSession`'s
+An HTTP/1.1 connection that asks to upgrade is handed here with the transport
+(``switch.take_over``, the request head re-sent as the first bytes); wsproto parses the
+handshake. Everything the app sees is :class:`~devserve.serve.ws_session.WSSession`'s
 (shared with WebSocket over HTTP/2): this module only maps its hooks onto the TCP transport.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import unquote
 
 from devserve.asgi.scope import ASGI_VERSION, apply_proxy_headers, split_target
 from devserve.protocols.websocket import WebSocketConnection
@@ -30,12 +32,11 @@ class WSProtocol(asyncio.Protocol, WSSession):
     """One WebSocket connection over HTTP/1.1, from handshake to close."""
 
     def __init__(self, state: WorkerState, loop: asyncio.AbstractEventLoop,
-                 scope: dict[str, Any], first_bytes: bytes) -> None:
+                 scope: dict[str, Any]) -> None:
         config = state.config
         ws = WebSocketConnection(max_size=config.ws_max_size,
                                  allow_deflate=config.ws_per_message_deflate)
         WSSession.__init__(self, state, loop, scope, ws)
-        self.first_bytes = first_bytes
         self.transport: asyncio.Transport | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -43,8 +44,7 @@ class WSProtocol(asyncio.Protocol, WSSession):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.state.connections.add(self)
-        self.data_received(self.first_bytes)
+        self.state.connections.add(self)  # the handshake bytes follow (switch.take_over)
 
     def data_received(self, data: bytes) -> None:
         self.ws.feed(data)
@@ -118,8 +118,6 @@ def websocket_scope(*, head_target: bytes, headers: Headers, scheme: str,
                     root_path: str, state: dict[str, Any] | None,
                     trusted: Any, http_version: str = "1.1") -> dict[str, Any]:
     """The ASGI ``websocket`` scope for an upgrade request (or an HTTP/2 extended CONNECT)."""
-    from urllib.parse import unquote
-
     raw_path, query = split_target(head_target)
     decoded = raw_path.decode("ascii", "replace")
     scope: dict[str, Any] = {

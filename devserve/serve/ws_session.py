@@ -239,9 +239,6 @@ class WSSession(Connection):
         self._close_deadline = self.loop.time() + CLOSE_WAIT
 
     # -- Connection (drain / stop / sweep) -------------------------------------------------
-    def is_idle(self) -> bool:
-        return False
-
     def start_draining(self) -> None:
         """Close 1012 (reload) or 1001 (shutdown): the client reconnects to the new code."""
         code = 1001 if self.state.shutting_down else 1012
