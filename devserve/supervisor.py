@@ -33,15 +33,19 @@ from devserve.supervision.generations import Generations
 from devserve.supervision.h3 import H3Workers
 from devserve.supervision.handles import (
     StartError,
-    WorkerMode,
     _H3WorkerHandle,
     _parallel_join_targets,
     _target_id,
     _WorkerHandle,
+)
+from devserve.supervision.launch import (
+    Launcher,
+    ProcessLauncher,
+    ThreadLauncher,
+    WorkerMode,
     choose_mode,
     gil_enabled,
 )
-from devserve.supervision.launch import Launcher, ProcessLauncher, ThreadLauncher
 from devserve.supervision.options import (
     AppLoader,
     AppWrapper,
@@ -252,8 +256,7 @@ class Supervisor:
             self._h3.slots.tick(now)
 
     def _on_all_failed(self, reason: str) -> None:
-        if self._config.reload:
-            # Under --reload the next save brings a fresh generation: keep waiting.
+        if self._config.reload:  # the next save brings a fresh generation: keep waiting
             self._emit(LogLine(level="error", message=reason + " (waiting for a fix to reload)"))
             return
         self._stop.announce(reason, error=True)
@@ -286,8 +289,7 @@ class Supervisor:
         handle.force_stop(join_timeout)
 
     def _install_signals(self) -> None:
-        """SIGINT/SIGTERM → shutdown (second SIGINT → force), SIGHUP → graceful reload; only on
-        the main thread (elsewhere the caller owns signal handling)."""
+        """SIGINT/SIGTERM → shutdown (2nd SIGINT → force), SIGHUP → reload; main thread only."""
         install_signals(stop=self._on_stop_signal, force=self.force_exit,
                         reload=self.graceful_reload)
 

@@ -5,8 +5,8 @@
 - ``slots``: worker slots with their crash budgets (``budget``) and ONE crash/respawn path for
   TCP and HTTP/3 workers.
 - ``generations``: start, promote, retire a generation; reload, restart and the final stop.
-- ``launch``: thread and process launchers behind one Protocol; ``child``: what a spawned
-  worker process runs; ``ipc``: the typed messages between them.
+- ``launch``: picking thread or process mode, and the two launchers behind one Protocol;
+  ``child``: what a spawned worker process runs; ``ipc``: the typed messages between them.
 - ``handles``: a running worker; ``h3``: HTTP/3 workers; ``signals``: SIGINT/SIGTERM/SIGHUP and
   the stop request; ``options``: what the composition root hands the Supervisor.
 

@@ -1,4 +1,4 @@
-"""Worker handles: one running worker (thread or process) and the small pure helpers around it.
+"""Worker handles: one running worker (thread or process) and the small helpers around it.
 
 A handle knows its target (``threading.Thread`` or a spawned process), the worker object
 (thread mode) or the pipe to the child (process mode), how its start-up ended, and its named
@@ -9,16 +9,12 @@ places ``_WorkerHandle``, ``_H3WorkerHandle``, ``_parallel_join_targets`` and ``
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from typing import Literal
 
-from devserve.config import Config
-from devserve.errors import DevserveError
 from devserve.supervision.ipc import (
     Channel,
     ChildMessage,
@@ -41,32 +37,7 @@ from devserve.supervision.rollout import Command as RolloutCommand
 from devserve.workers.base import TCPWorker
 from devserve.workers.h3_worker import H3Worker
 
-WorkerMode = Literal["thread", "process"]
 Target = threading.Thread | BaseProcess
-
-
-def gil_enabled() -> bool:
-    check = getattr(sys, "_is_gil_enabled", None)
-    return True if check is None else bool(check())
-
-
-def choose_mode(config: Config, *, app_is_object: bool, reload: bool = False
-                ) -> tuple[WorkerMode, str]:
-    """Pick thread or process workers and say why (shown in the banner)."""
-    if config.worker_mode != "auto":
-        if config.worker_mode == "process" and app_is_object:
-            raise DevserveError(
-                "--worker-mode process needs the app as an import string",
-                hint="pass 'module:attr' instead of an app object",
-            )
-        return config.worker_mode, "chosen with --worker-mode"
-    if app_is_object:
-        return "thread", "the app was passed as an object (processes need an import string)"
-    if not gil_enabled():
-        return "thread", "the interpreter runs without the GIL"
-    if reload and config.workers == 1:
-        return "thread", "--reload with one worker re-imports in-process"
-    return "process", "the GIL is enabled, so processes give parallelism"
 
 
 def _target_id(target: Target) -> str:

@@ -18,17 +18,19 @@ import logging
 import multiprocessing
 import socket
 import ssl
+import sys
 import threading
 import traceback
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from devserve.asgi.lifespan import LifespanFailed
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config
+from devserve.errors import DevserveError
 from devserve.reload.importer import user_traceback
 from devserve.serve.h3 import AppRef
 from devserve.supervision.child import h3_process_main, process_main
-from devserve.supervision.handles import WorkerMode, _H3WorkerHandle, _Handle, _WorkerHandle
+from devserve.supervision.handles import _H3WorkerHandle, _Handle, _WorkerHandle
 from devserve.supervision.ipc import Channel, ChildMessage, Forward, read_messages
 from devserve.supervision.options import SupervisorOptions
 from devserve.workers.accept_distributor import AcceptDistributor
@@ -41,6 +43,31 @@ from devserve.workers.worker import Worker
 logger = logging.getLogger("devserve.error")
 
 LifespanState = dict[str, Any]
+WorkerMode = Literal["thread", "process"]
+
+
+def gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def choose_mode(config: Config, *, app_is_object: bool, reload: bool = False
+                ) -> tuple[WorkerMode, str]:
+    """Pick thread or process workers and say why (shown in the banner)."""
+    if config.worker_mode != "auto":
+        if config.worker_mode == "process" and app_is_object:
+            raise DevserveError(
+                "--worker-mode process needs the app as an import string",
+                hint="pass 'module:attr' instead of an app object",
+            )
+        return config.worker_mode, "chosen with --worker-mode"
+    if app_is_object:
+        return "thread", "the app was passed as an object (processes need an import string)"
+    if not gil_enabled():
+        return "thread", "the interpreter runs without the GIL"
+    if reload and config.workers == 1:
+        return "thread", "--reload with one worker re-imports in-process"
+    return "process", "the GIL is enabled, so processes give parallelism"
 
 
 class Launcher(Protocol):
