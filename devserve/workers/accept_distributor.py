@@ -108,7 +108,6 @@ class AcceptDistributor:
         self._mode = "running"  # running | draining | shutdown | closed
         self._drain_deadline = 0.0
         self._thread: threading.Thread | None = None
-        self.rejected = 0  # connections answered 503 because the queue was full or stopping
 
     # -- control (any thread) --------------------------------------------------------------
     def start(self) -> None:
@@ -236,7 +235,6 @@ class AcceptDistributor:
 
     def _reject(self, conn: SyncConnection) -> None:
         """503 + lingering close (TLS connections are just closed: no handshake here)."""
-        self.rejected += 1
         sock = conn.sock
         if conn.needs_handshake or isinstance(sock, ssl.SSLSocket):
             conn.close()

@@ -55,10 +55,6 @@ class AsyncPool:
         finally:
             close_loop(loop)
 
-    @property
-    def started(self) -> bool:
-        return bool(self._loops)
-
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule *coro* on one of the loops (starting them on first use)."""
         with self._lock:
@@ -69,10 +65,6 @@ class AsyncPool:
                 self._start()
             loop = self._loops[next(self._next) % len(self._loops)]
         return asyncio.run_coroutine_threadsafe(coro, loop)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run *coro* on the pool and block the calling thread for its result."""
-        return self.submit(coro).result(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every loop (cancelling what still runs) and join their threads."""

@@ -91,7 +91,6 @@ class LoopWorker:
         self.run_lifespan = run_lifespan
         self.grace = config.timeout_graceful_shutdown
         self.ready = threading.Event()
-        self.stopped = threading.Event()
         self.startup_error: BaseException | None = None
         self.forced_connections = 0
         self.retired = False
@@ -118,9 +117,8 @@ class LoopWorker:
             self.ready.set()
             try:
                 self._teardown()
-                close_loop(loop)
             finally:
-                self.stopped.set()
+                close_loop(loop)
 
     def set_lifespan_state(self, state: dict[str, Any]) -> None:
         self.state.lifespan_state = state

@@ -95,9 +95,8 @@ def start(worker: LoopWorker) -> threading.Thread:
 
 
 def stop_wait(worker: LoopWorker, thread: threading.Thread, timeout: float = 5.0) -> None:
-    assert worker.stopped.wait(timeout), "the worker did not stop"
     thread.join(timeout)
-    assert not thread.is_alive()
+    assert not thread.is_alive(), "the worker did not stop"
 
 
 def test_the_async_worker_meets_the_supervisor_protocol() -> None:
@@ -210,4 +209,4 @@ def test_a_crash_while_opening_is_raised_and_recorded() -> None:
     with pytest.raises(RuntimeError, match="cannot listen"):
         worker.run()
     assert isinstance(worker.startup_error, RuntimeError)
-    assert worker.ready.is_set() and worker.stopped.is_set()
+    assert worker.ready.is_set()
