@@ -1,8 +1,11 @@
 """Shared fixtures: start the real devserve server as a subprocess on 127.0.0.1:0 and wait for
-its readiness line (never a sleep)."""
+its readiness line (never a sleep); ``wait_until`` is the one deadline-bounded poll for states
+that announce themselves by no line."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import re
 import signal
@@ -10,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +23,47 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 LISTEN_RE = re.compile(r"Listening on (https?)://([^\s:]+|\[[^\]]+\]):(\d+)")
 READY_RE = re.compile(r"Serving generation (\d+)")
+POLL_INTERVAL = 0.01
+
+T = TypeVar("T")
+
+
+def _timed_out(what: str, timeout: float, detail: Callable[[], str] | None) -> AssertionError:
+    extra = f"\n{detail()}" if detail is not None else ""
+    return AssertionError(f"{what} not reached within {timeout}s{extra}")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition",
+               interval: float = POLL_INTERVAL, detail: Callable[[], str] | None = None) -> T:
+    """Re-check *predicate* until it returns something truthy and return that value; on timeout
+    fail naming *what*, followed by *detail()* (state at that moment, e.g. the server's output).
+    *interval* only paces the re-checks: nothing here waits for things to settle."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise _timed_out(what, timeout, detail)
+        time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], Awaitable[T] | T], timeout: float = 10.0,
+                           what: str = "condition", interval: float = 0.0,
+                           detail: Callable[[], str] | None = None) -> T:
+    """``wait_until`` inside a running event loop: *predicate* may be a coroutine function (e.g. a
+    request on a client bound to this loop) or a plain check of state the loop changes; between
+    checks the loop runs (``interval`` 0 lets every ready callback run once, no wall-clock wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]  # awaited above when it was awaitable
+        if time.monotonic() >= deadline:
+            raise _timed_out(what, timeout, detail)
+        await asyncio.sleep(interval)
 
 
 class ServerProcess:
@@ -58,6 +103,7 @@ class ServerProcess:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
                 self._cond.notify_all()
+        self.proc.stdout.close()  # at EOF: nothing left to read, and no unclosed-file warning
         with self._cond:
             self._cond.notify_all()
 

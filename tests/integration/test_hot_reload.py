@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerFactory, ServerProcess
+from conftest import ServerFactory, ServerProcess, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WATCHING_RE = r"Watching for changes in (\d+) director(?:y|ies) under "
@@ -87,20 +87,25 @@ class Poller:
     def until(self, predicate: str | re.Pattern[str], timeout: float = SAVE_TO_SERVE_BOUND * 2,
               server: ServerProcess | None = None) -> str:
         regex = re.compile(re.escape(predicate)) if isinstance(predicate, str) else predicate
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
+        last = [""]
+
+        def served() -> str:
             try:
                 r = self.client.get(self.path)
-                last = f"{r.status_code} {r.text!r}"
+                last[0] = f"{r.status_code} {r.text!r}"
                 if r.status_code == 200 and regex.search(r.text):
                     return r.text
             except httpx.TransportError as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
-                last = self.failures[-1]
-            time.sleep(POLL)
-        log = f"\nserver output:\n{server.output}" if server is not None else ""
-        raise AssertionError(f"{regex.pattern!r} not served within {timeout}s; last: {last}{log}")
+                last[0] = self.failures[-1]
+            return ""
+
+        def detail() -> str:
+            log = f"\nserver output:\n{server.output}" if server is not None else ""
+            return f"last: {last[0]}{log}"
+
+        return wait_until(served, timeout, f"{regex.pattern!r} served", interval=POLL,
+                          detail=detail)
 
 
 def save_and_time(server: ServerProcess, poller: Poller, path: Path, source: str,
@@ -214,11 +219,14 @@ def test_syntax_error_keeps_old_response_then_fix_serves_new(
         broken = plain_app("good v1").replace("MESSAGE = 'good v1'", "MESSAGE = 'unterminated")
         app.write_text(broken)
         line_no = broken.splitlines().index("MESSAGE = 'unterminated") + 1
-        deadline = time.monotonic() + 15
-        while not any("Reload failed" in line for line in list(server.lines[mark:])):
-            assert time.monotonic() < deadline, f"no failure logged:\n{server.output}"
+        def failure_logged() -> bool:
+            if any("Reload failed" in line for line in list(server.lines[mark:])):
+                return True
             assert poller.get() == "good v1"  # the old generation serves the whole time
-            time.sleep(POLL)
+            return False
+
+        wait_until(failure_logged, 15, "a failure logged", interval=POLL,
+                   detail=lambda: server.output)
         failed = server.wait_for(r"Reload failed, generation 1 keeps serving: (.*)", 1,
                                  start=mark)
         assert "SyntaxError" in failed.group(1), failed.group(0)

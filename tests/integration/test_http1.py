@@ -23,7 +23,7 @@ from typing import Any
 import h11
 import httpx
 import pytest
-from conftest import ServerFactory, ServerProcess
+from conftest import ServerFactory, ServerProcess, wait_until
 
 TIMEOUT = 5.0
 HIGH_WATER = 64 * 1024  # devserve.asgi.cycle.HIGH_WATER
@@ -160,18 +160,6 @@ def request(method: str, path: str, body: bytes = b"", headers: dict[str, str] |
         all_headers.setdefault("Content-Length", str(len(body)))
     lines += [f"{k}: {v}" for k, v in all_headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def wait_until(predicate: Any, timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Poll *predicate* until it returns something truthy, within *timeout*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.02)
 
 
 # --- the default server -------------------------------------------------------------------------
@@ -368,9 +356,10 @@ def test_client_disconnect_is_seen_by_the_app(server: ServerProcess,
 
     with RawClient(server) as raw:
         raw.send(request("POST", f"/wait-disconnect?key={key}", b"payload"))
-        wait_until(lambda: record()["waiting"], what="the app waiting on receive()")
+        wait_until(lambda: record()["waiting"], timeout=TIMEOUT,
+                   what="the app waiting on receive()")
         assert record()["message"] is None  # still waiting while the client is connected
-    final = wait_until(lambda: record()["message"] and record(), what="http.disconnect")
+    final = wait_until(lambda: record()["message"] and record(), TIMEOUT, "http.disconnect")
     assert final["message"] == "http.disconnect"
 
 
@@ -384,7 +373,7 @@ def test_send_after_client_disconnect_raises_oserror(server: ServerProcess,
         raw.recv_until(b"tick 1\n")
     record = wait_until(
         lambda: (r := client.get("/disconnects", params={"key": key}).json())["message"] and r,
-        what="the streaming app to notice the disconnect")
+        TIMEOUT, "the streaming app to notice the disconnect")
     assert record["message"].startswith("send raised"), record
 
 
@@ -561,7 +550,7 @@ def test_limit_concurrency_503_while_slow_request_in_flight(
 
     thread = threading.Thread(target=slow, daemon=True)
     thread.start()
-    wait_until(marker.exists, what="slow request started")
+    wait_until(marker.exists, TIMEOUT, "slow request started")
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as c:
         r = c.get("/")
         assert r.status_code == 503
@@ -574,7 +563,7 @@ def test_limit_concurrency_503_while_slow_request_in_flight(
         with httpx.Client(base_url=server.url, timeout=TIMEOUT) as c:
             return c.get("/").status_code == 200
 
-    wait_until(served, what="200 once the slow request finished")
+    wait_until(served, TIMEOUT, "200 once the slow request finished")
 
 
 def test_unix_domain_socket(start_server: ServerFactory, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerFactory, ServerProcess
+from conftest import ServerFactory, ServerProcess, wait_until
 
 STREAM = "/__devserve__/livereload"
 SCRIPT = "/__devserve__/livereload.js"
@@ -225,17 +225,17 @@ def test_sse_hello_carries_the_generation(tmp_path: Path, start_server: ServerFa
 
 
 def wait_body(server: ServerProcess, needle: str, timeout: float = WAIT) -> str:
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
+    last = ["<nothing yet>"]
+
+    def served() -> str:
         try:
-            text = httpx.get(server.url + "/", timeout=WAIT).text
+            last[0] = httpx.get(server.url + "/", timeout=WAIT).text
         except httpx.TransportError:
-            text = "<transport error>"
-        if needle in text:
-            return text
-        time.sleep(0.005)
-    raise AssertionError(f"{needle!r} never served; last {text!r}\n{server.output}")
+            last[0] = "<transport error>"
+        return last[0] if needle in last[0] else ""
+
+    return wait_until(served, timeout, f"{needle!r} served", interval=0.005,
+                      detail=lambda: f"last {last[0]!r}\n{server.output}")
 
 
 @pytest.mark.parametrize("mode", ["thread", "process"])

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from apps.sup_load import KeepAliveLoad
-from conftest import ServerFactory, ServerProcess
+from conftest import ServerFactory, ServerProcess, wait_until
 
 MODES = ["thread", "process"]
 
@@ -46,11 +46,11 @@ class SlowRequest:
             self.error = exc
 
     def started(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.marker.exists():
+        def reached() -> bool:
             assert self.error is None, f"slow request failed: {self.error!r}"
-            assert time.monotonic() < deadline, "the slow request never reached the app"
-            time.sleep(0.01)
+            return self.marker.exists()
+
+        wait_until(reached, timeout, "the slow request reaching the app")
 
     def result(self, timeout: float) -> httpx.Response:
         self._thread.join(timeout)
@@ -63,16 +63,19 @@ class SlowRequest:
 def poll_new_connections_until_503(url: str, timeout: float = 10.0) -> httpx.Response:
     """Fresh connection per request: before the workers switched to shutting down they may
     still answer 200; anything else than 200/503 fails."""
-    deadline = time.monotonic() + timeout
     seen: list[Any] = []
-    while time.monotonic() < deadline:
+
+    def refused() -> httpx.Response | None:
         with httpx.Client(timeout=5) as client:
             r = client.get(url)
         seen.append(r.status_code)
-        if r.status_code == 503:
-            return r
-        assert r.status_code == 200, f"unexpected {r.status_code} during shutdown: {r.text}"
-    raise AssertionError(f"no 503 within {timeout}s after the shutdown signal (saw {seen[-5:]})")
+        assert r.status_code in (200, 503), f"unexpected {r.status_code} during shutdown: {r.text}"
+        return r if r.status_code == 503 else None
+
+    response = wait_until(refused, timeout, "a 503 after the shutdown signal", interval=0,
+                          detail=lambda: f"saw {seen[-5:]}")
+    assert response is not None
+    return response
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -162,9 +165,8 @@ def connections_on_each_slot(server: ServerProcess, slots: int = 2,
                              timeout: float = 15.0) -> dict[int, RawConnection]:
     """Open keep-alive connections until one is served by each worker slot."""
     found: dict[int, RawConnection] = {}
-    deadline = time.monotonic() + timeout
-    while len(found) < slots:
-        assert time.monotonic() < deadline, f"only slots {sorted(found)} accepted connections"
+
+    def one_more() -> bool:
         conn = RawConnection(server)
         status, headers, _ = conn.get("/")
         assert status == 200
@@ -173,6 +175,10 @@ def connections_on_each_slot(server: ServerProcess, slots: int = 2,
             conn.close()
         else:
             found[slot] = conn
+        return len(found) >= slots
+
+    wait_until(one_more, timeout, f"a connection on each of {slots} slots", interval=0,
+               detail=lambda: f"only slots {sorted(found)} accepted connections")
     return found
 
 
@@ -186,29 +192,30 @@ def test_request_on_an_idle_keep_alive_connection_gets_503_during_the_drain(
     grace (``DRAIN_IDLE_CLOSE``) for exactly this race with a request already on the wire."""
     server = start(start_server, mode)
     conns = connections_on_each_slot(server)
-    busy, idle = conns[0], conns[1]
-    marker = tmp_path / "slow-started"
-    busy.send(f"/slow?s=3&marker={marker}")
-    deadline = time.monotonic() + 10
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the slow request never reached the app"
-        time.sleep(0.01)
-    index = len(server.lines)
-    sent = time.monotonic()
-    server.send_signal(signal.SIGTERM)
-    server.wait_for(r"Shutting down \(SIGTERM\)", start=index)
-    poll_new_connections_until_503(server.url + "/")
-    elapsed = time.monotonic() - sent
     try:
-        status, headers, _ = idle.get("/")
-    except (ConnectionError, OSError) as exc:
-        pytest.fail(f"{elapsed:.3f}s after SIGTERM, with the drain still open, the request "
-                    f"on the idle keep-alive connection of slot 1 got no response: {exc!r}")
-    assert status == 503
-    assert headers.get("retry-after")
-    assert headers.get("connection") == "close"
-    status, _, body = busy.read()  # the in-flight request still completes
-    assert (status, body) == (200, b"slow v1")
+        busy, idle = conns[0], conns[1]
+        marker = tmp_path / "slow-started"
+        busy.send(f"/slow?s=3&marker={marker}")
+        wait_until(marker.exists, 10, "the slow request reaching the app")
+        index = len(server.lines)
+        sent = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait_for(r"Shutting down \(SIGTERM\)", start=index)
+        poll_new_connections_until_503(server.url + "/")
+        elapsed = time.monotonic() - sent
+        try:
+            status, headers, _ = idle.get("/")
+        except (ConnectionError, OSError) as exc:
+            pytest.fail(f"{elapsed:.3f}s after SIGTERM, with the drain still open, the request "
+                        f"on the idle keep-alive connection of slot 1 got no response: {exc!r}")
+        assert status == 503
+        assert headers.get("retry-after")
+        assert headers.get("connection") == "close"
+        status, _, body = busy.read()  # the in-flight request still completes
+        assert (status, body) == (200, b"slow v1")
+    finally:
+        for conn in conns.values():
+            conn.close()
     assert server.wait_exit(timeout=20) == 0, server.output
 
 

@@ -13,19 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerFactory, ServerProcess
+from conftest import ServerFactory, ServerProcess, wait_until
 
 TIMEOUT = 10.0
 
 pytestmark = pytest.mark.parametrize("mode", ["thread", "process"])
-
-
-def wait_for_file(path: Path, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear within {timeout}s")
-        time.sleep(0.01)
 
 
 def start(start_server: ServerFactory, tmp_path: Path, mode: str) -> tuple[ServerProcess, Path]:
@@ -51,7 +43,7 @@ def slow_request(server: ServerProcess, seconds: float, started: Path) -> tuple[
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    wait_for_file(started)
+    wait_until(started.exists, TIMEOUT, f"{started} to appear")
     return thread, result
 
 
@@ -95,10 +87,8 @@ def wait_until_refusing(server: ServerProcess, timeout: float = 2.0) -> None:
             return False
         return r.status_code == 503
 
-    deadline = time.monotonic() + timeout
-    while not refused():
-        assert time.monotonic() < deadline, f"no 503 while shutting down:\n{server.output}"
-        time.sleep(0.02)
+    wait_until(refused, timeout, "503 while shutting down", interval=0.02,
+               detail=lambda: server.output)
 
 
 def test_sigterm_lets_in_flight_request_complete(start_server: ServerFactory, tmp_path: Path,

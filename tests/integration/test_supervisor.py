@@ -25,7 +25,7 @@ import httpx
 import pytest
 from apps import sup_app
 from apps.sup_load import KeepAliveLoad, Outcome, longest_gap
-from conftest import APPS, ServerFactory, ServerProcess
+from conftest import APPS, ServerFactory, ServerProcess, wait_until
 
 from devserve.config import load_config
 from devserve.lifecycle import (
@@ -71,15 +71,18 @@ def child_pids(pid: int) -> set[int]:
 def _poll_fresh_until(url: str, predicate: Any, timeout: float) -> tuple[int, float]:
     """GET on a fresh connection until a response satisfies *predicate*; returns its x-pid and
     the time it arrived."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def matched() -> tuple[int, float] | None:
         try:
             r = httpx.get(url, timeout=2, headers={"connection": "close"})
             if r.status_code == 200 and predicate(r):
                 return int(r.headers["x-pid"]), time.monotonic()
         except httpx.HTTPError:
             pass
-        assert time.monotonic() < deadline, "no response matched within the deadline"
+        return None
+
+    found = wait_until(matched, timeout, "a response matching the predicate", interval=0)
+    assert found is not None
+    return found
 
 
 def lines_matching(server: ServerProcess, pattern: str) -> list[re.Match[str]]:
@@ -89,15 +92,12 @@ def lines_matching(server: ServerProcess, pattern: str) -> list[re.Match[str]]:
 
 def wait_for_count(server: ServerProcess, pattern: str, count: int, timeout: float
                    ) -> list[re.Match[str]]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def logged() -> list[re.Match[str]]:
         found = lines_matching(server, pattern)
-        if len(found) >= count:
-            return found
-        assert time.monotonic() < deadline, (
-            f"{count} x {pattern!r} not logged within {timeout}s:\n{server.output}"
-        )
-        time.sleep(0.05)
+        return found if len(found) >= count else []
+
+    return wait_until(logged, timeout, f"{count} x {pattern!r} logged", interval=0.05,
+                      detail=lambda: server.output)
 
 
 def start(start_server: ServerFactory, mode: str, *extra: str, app: str = "sup_app:app"
@@ -184,13 +184,17 @@ def test_crash_looping_app_exhausts_every_slot_budget_and_the_server_exits_1(
     server = start(start_server, mode, app="sup_crash:app")
     # Requests reach the workers that do not run lifespan (thread mode slot 1); every answered
     # request kills its worker too. Stop as soon as the server is gone.
-    deadline = time.monotonic() + 90
     with httpx.Client(timeout=2) as client:
-        while server.proc.poll() is None and time.monotonic() < deadline:
+        def exited() -> bool:
+            if server.proc.poll() is not None:
+                return True
             try:
                 client.get(server.url, headers={"connection": "close"})
             except httpx.HTTPError:
                 pass
+            return False
+
+        wait_until(exited, 90, "the server exiting", interval=0, detail=lambda: server.output)
     assert server.wait_exit(timeout=10) == 1, server.output
     out = server.output
     for slot in (0, 1):
@@ -271,11 +275,11 @@ def in_process_supervisor(app: Any, *, mode: str = "thread", workers: int = 2,
     thread = threading.Thread(target=run, name="test-supervisor", daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while sup.generation < 1:
+        def ready() -> bool:
             assert not result, f"Supervisor.run ended during start-up: {result}"
-            assert time.monotonic() < deadline, "generation 1 never became ready"
-            time.sleep(0.01)
+            return sup.generation >= 1
+
+        wait_until(ready, 30, "generation 1 ready")
         yield sup, f"http://{host}:{port}"
     finally:
         sup.shutdown()

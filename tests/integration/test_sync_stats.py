@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, wait_until
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 
@@ -27,31 +26,17 @@ def _events(lines: list[str]) -> list[dict[str, object]]:
 def test_sync_workers_emit_worker_stats(start_server: ServerFactory) -> None:
     server = start_server("wsgi_app:app", "--app-dir", str(APPS), "--worker-mode", "thread",
                           "--log-format", "json", "--no-access-log", ready=False)
-    deadline = time.monotonic() + 20
-    port = None
-    while port is None:
-        assert time.monotonic() < deadline, server.output
-        for e in _events(list(server.lines)):
-            if e["event"] == "ServerStarting":
-                port = int(str(e["urls"][0]).rsplit(":", 1)[1])  # type: ignore[index]
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(url + "/", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    for _ in range(3):
+    # JSON log format prints no "Listening on" line: the events carry the port and readiness.
+    starting = server.wait_for(r'"urls": \["http://127\.0\.0\.1:(\d+)"\].*"ServerStarting"', 20)
+    url = f"http://127.0.0.1:{starting.group(1)}"
+    server.wait_for(r'"generation": 1, .*"event": "GenerationPromoted"', 20)
+    for _ in range(4):
         assert httpx.get(url + "/", timeout=5).status_code == 200
-    deadline = time.monotonic() + 10
-    while True:
+
+    def stats_with_4_requests() -> list[dict[str, object]]:
         stats = [e for e in _events(list(server.lines)) if e["event"] == "WorkerStats"]
-        if stats and int(stats[-1]["requests"]) >= 4:  # type: ignore[call-overload]
-            break
-        assert time.monotonic() < deadline, f"no WorkerStats with 4 requests: {stats[-3:]}"
-        time.sleep(0.05)
+        return stats if stats and int(stats[-1]["requests"]) >= 4 else []  # type: ignore[call-overload]
+
+    stats = wait_until(stats_with_4_requests, 10, "WorkerStats with 4 requests", interval=0.05,
+                       detail=lambda: server.output)
     assert stats[-1]["slot"] == 0 and stats[-1]["generation"] == 1

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from apps.ws_app import BAD_HEADERS
 from apps.ws_raw import BINARY, CLOSE, PING, PONG, TEXT, RawWebSocket, frame
-from conftest import ROOT, ServerFactory, ServerProcess
+from conftest import ROOT, ServerFactory, ServerProcess, wait_until
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Response
@@ -130,12 +130,13 @@ def upgrade_request(server: ServerProcess, path: str) -> tuple[int, dict[bytes, 
 
 def wait_seen(server: ServerProcess, key: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
     """Poll the app's record of the websocket.disconnect messages it received under *key*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = httpx.get(f"{server.url}/seen", params={"key": key}, timeout=TIMEOUT).json()
-        if seen or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.02)  # poll interval of a deadline-bounded wait
+    def seen() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = httpx.get(f"{server.url}/seen", params={"key": key},
+                                                timeout=TIMEOUT).json()
+        return found
+
+    return wait_until(seen, timeout, f"a websocket.disconnect recorded under {key!r}",
+                      interval=0.02)
 
 
 # --- servers ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import APPS, ServerFactory, ServerProcess
+from conftest import APPS, ServerFactory, ServerProcess, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TIMEOUT = 10.0
@@ -23,13 +23,6 @@ FRAMEWORKS = {
     "flask": ("flask_app:app", EXAMPLES, "Hello from Flask"),
     "django": ("mysite.wsgi:application", EXAMPLES / "django_project", "Hello from Django"),
 }
-
-
-def poll(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module", params=[(f, m) for f in FRAMEWORKS for m in ("thread", "process")],
@@ -176,14 +169,14 @@ def test_iterable_closed_when_the_client_disconnects(wsgi_server: ServerProcess,
         s.sendall(f"GET /stream?count=100000&marker={marker} HTTP/1.1\r\nHost: x\r\n\r\n"
                   .encode())
         assert b"chunk 0" in s.recv(65536)
-    poll(lambda: marker.exists() and marker.read_text() == "closed",
+    wait_until(lambda: marker.exists() and marker.read_text() == "closed",
          what="close() after the client left")
     with httpx.Client(base_url=wsgi_server.url, timeout=TIMEOUT) as c:
         marker2 = tmp_path / "closed2"
         assert c.get("/stream", params={"count": 3, "marker": str(marker2)}).text.count(
             "chunk") == 3
         # close() runs right after the last chunk went out: the client may be faster.
-        poll(lambda: marker2.exists() and marker2.read_text() == "closed", what="close()")
+        wait_until(lambda: marker2.exists() and marker2.read_text() == "closed", what="close()")
 
 
 def _keep_alive_get(sock: socket.socket) -> bytes:
@@ -228,7 +221,7 @@ def test_full_accept_queue_answers_503(start_server: ServerFactory, tmp_path: Pa
 
     first = threading.Thread(target=slow, args=("a",))
     first.start()
-    poll(marker.exists, what="the only thread busy")
+    wait_until(marker.exists, what="the only thread busy")
     queued = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
     queued.sendall(f"GET /slow?release={release} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     try:
@@ -265,7 +258,7 @@ def test_sigterm_finishes_in_flight_503s_new_and_exits_0(start_server: ServerFac
     thread = threading.Thread(target=in_flight)
     thread.start()
     try:
-        poll(marker.exists, what="the request in flight")
+        wait_until(marker.exists, what="the request in flight")
         server.send_signal(signal.SIGTERM)
         statuses: list[int] = []
 
@@ -274,7 +267,7 @@ def test_sigterm_finishes_in_flight_503s_new_and_exits_0(start_server: ServerFac
             statuses.append(r.status_code)
             return r.status_code == 503
 
-        poll(got_503, what="503 for new requests")
+        wait_until(got_503, what="503 for new requests")
         r = httpx.get(server.url + "/", timeout=5)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
     finally:

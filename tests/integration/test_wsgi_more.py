@@ -9,12 +9,11 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import APPS, ServerFactory
+from conftest import APPS, ServerFactory, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TIMEOUT = 10.0
@@ -27,13 +26,6 @@ FRAMEWORKS = {
     "django": ("wsgi_more_examples:django_app", "mysite.wsgi:application",
                EXAMPLES / "django_project", "Server Error (500)"),
 }
-
-
-def poll(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(0.01)
 
 
 def assert_no_leak(text: str) -> None:
@@ -103,7 +95,7 @@ def test_example_response_iterables_are_closed(start_server: ServerFactory, name
             return now[0] - before[0], now[1] - before[1]
 
         # close() runs right after the last byte went out: the client may be faster.
-        poll(lambda: delta()[0] >= expected_responses and delta()[1] >= 1,
+        wait_until(lambda: delta()[0] >= expected_responses and delta()[1] >= 1,
              what="close() of every response")
         assert delta() == (expected_responses, 1)
 
@@ -115,7 +107,7 @@ def test_example_response_iterables_are_closed(start_server: ServerFactory, name
     with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
         sock.sendall(b"GET /stream?count=100000 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"chunk 0" in _recv_until(sock, b"chunk 0")
-    poll(lambda: responses_closed() > before_abandon, timeout=15,
+    wait_until(lambda: responses_closed() > before_abandon, timeout=15,
          what="close() after the client left mid-stream")
 
 
