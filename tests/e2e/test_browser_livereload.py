@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerFactory, ServerProcess
+from conftest import ServerFactory, ServerProcess, wait_until
 from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM = os.environ.get("DEVSERVE_CHROMIUM", "/usr/bin/chromium")
@@ -94,17 +94,18 @@ class CDP:
                  what: str = "") -> float:
         """Poll a JS expression (every 20 ms) until it equals *expected*; returns seconds."""
         start = time.monotonic()
-        last: Any = None
-        while time.monotonic() - start < timeout:
+        last: list[Any] = [None]
+
+        def matches() -> bool:
             try:
-                last = self.evaluate(expression)
+                last[0] = self.evaluate(expression)
             except AssertionError as exc:  # the page is mid-navigation: try again
-                last = str(exc)
-            if last == expected:
-                return time.monotonic() - start
-            time.sleep(0.02)
-        raise AssertionError(f"{what or expression}: expected {expected!r}, last {last!r} "
-                             f"after {timeout}s")
+                last[0] = str(exc)
+            return bool(last[0] == expected)
+
+        wait_until(matches, timeout, what or expression, interval=0.02,
+                   detail=lambda: f"expected {expected!r}, last {last[0]!r}")
+        return time.monotonic() - start
 
 
 class Browser:
@@ -133,30 +134,31 @@ class Browser:
 
     def _devtools_port(self) -> int:
         marker = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def port() -> int | None:
             if self.proc.poll() is not None:
                 raise AssertionError(f"chromium exited with {self.proc.returncode}:\n"
                                      f"{self.log_path.read_text(errors='replace')[-3000:]}")
             try:
-                first = marker.read_text().splitlines()[0]
-                return int(first)
+                return int(marker.read_text().splitlines()[0])
             except (OSError, IndexError, ValueError):
-                time.sleep(0.05)
-        raise AssertionError(f"no DevToolsActivePort after {START_TIMEOUT}s:\n"
-                             f"{self.log_path.read_text(errors='replace')[-3000:]}")
+                return None
+
+        found = wait_until(port, START_TIMEOUT, "DevToolsActivePort", interval=0.05,
+                           detail=lambda: self.log_path.read_text(errors="replace")[-3000:])
+        assert found is not None
+        return found
 
     def _page_ws_url(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+        def page_url() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list",
                                         timeout=WAIT) as r:
                 targets = json.load(r)
             pages = [t for t in targets if t.get("type") == "page"]
-            if pages:
-                return str(pages[0]["webSocketDebuggerUrl"])
-            time.sleep(0.05)
-        raise AssertionError("chromium never listed a page target")
+            return str(pages[0]["webSocketDebuggerUrl"]) if pages else ""
+
+        return wait_until(page_url, START_TIMEOUT, "a page target listed by chromium",
+                          interval=0.05)
 
     def close(self) -> None:
         try:

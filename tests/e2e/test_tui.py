@@ -9,6 +9,7 @@ stops that server by its PID (read from the dashboard header) and kills only its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from conftest import wait_until
 from rich.cells import cell_len
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,15 +196,16 @@ class TuiSession:
 
     def wait(self, what: str, check: Callable[[str], T | None], timeout: float = TIMEOUT) -> T:
         """Poll the screen until *check* returns something truthy; fail with the screen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            result = check(screen)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not on screen after {timeout}s. Screen:\n{screen}")
-            time.sleep(POLL)
+        screen = [""]
+
+        def on_screen() -> T | None:
+            screen[0] = self.screen()
+            return check(screen[0])
+
+        result = wait_until(on_screen, timeout, f"{what} on screen", POLL,
+                            detail=lambda: f"Screen:\n{screen[0]}")
+        assert result is not None
+        return result
 
     def wait_frame(self, what: str, check: Callable[[list[str]], Any],
                    timeout: float = TIMEOUT) -> list[str]:
@@ -250,26 +253,21 @@ class TuiSession:
             return False
 
     def wait_file(self, path: Path, timeout: float = TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            if path.exists():
-                text = path.read_text()
-                if text.endswith("\n"):
-                    return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{path.name} not written after {timeout}s. Screen:\n"
-                                     f"{self.screen()}")
-            time.sleep(POLL)
+        def written() -> str:
+            text = path.read_text() if path.exists() else ""
+            return text if text.endswith("\n") else ""
+
+        return wait_until(written, timeout, f"{path.name} written", POLL,
+                          detail=lambda: f"Screen:\n{self.screen()}")
 
     def close(self) -> None:
         """Stop the server we started (by PID), then kill our own tmux session."""
         if self.alive():
             assert self.pid is not None
             os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(POLL)
-            if self.alive():
+            try:
+                wait_until(lambda: not self.alive(), 15, "the server gone after SIGTERM", POLL)
+            except AssertionError:
                 os.kill(self.pid, signal.SIGKILL)
         if self.started:
             subprocess.run(["tmux", "-S", self.socket, "kill-session", "-t", self.name],
@@ -289,14 +287,14 @@ def tui(tmp_path: Path) -> Iterator[TuiSession]:
 
 
 def wait_http(session: TuiSession, path: str, expected: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = session.get(path).text
-        if body == expected:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"GET {path} answered {body!r}, expected {expected!r}")
-        time.sleep(POLL)
+    body = [""]
+
+    def answered() -> bool:
+        body[0] = session.get(path).text
+        return body[0] == expected
+
+    wait_until(answered, timeout, f"GET {path} answering {expected!r}", POLL,
+               detail=lambda: f"last answer {body[0]!r}")
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -517,9 +515,8 @@ def test_closing_the_terminal_stops_the_server(tui: TuiSession) -> None:
     assert pid is not None
     tui.tmux("kill-session", "-t", tui.name)
     tui.started = False
-    deadline = time.monotonic() + TIMEOUT
-    while tui.alive() and time.monotonic() < deadline:
-        time.sleep(POLL)
+    with contextlib.suppress(AssertionError):  # still alive: reported below, with diagnostics
+        wait_until(lambda: not tui.alive(), TIMEOUT, "the server gone", POLL)
     if tui.alive():
         # Report what the orphan is doing: CPU over one second and whether it still serves.
         before, t0 = _cpu_ticks(pid), time.monotonic()
