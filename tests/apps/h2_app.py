@@ -4,7 +4,8 @@ Routes:
 - ``/``                      ``hello``
 - ``/scope``                 JSON: http_version, scheme, path, extensions, worker pid
 - ``/echo``                  the request body back
-- ``/sleep?s=1``             sleeps, then answers ``slept``
+- ``/sleep?s=1&announce=T``  prints ``h2_app: sleep T started`` (if *T* is given: the test's
+                             proof that the request is in the app), sleeps, answers ``slept``
 - ``/trailers``              body ``data`` then trailers ``x-checksum: abc``, ``x-count: 1``
 - ``/hold-upload?hold=2``    waits *hold* seconds before reading the body; JSON with the size,
                              sha256, and the worker's VmRSS (kB) before and after reading
@@ -82,6 +83,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
                 break
         await respond(send, 200, body, b"application/octet-stream")
     elif path == "/sleep":
+        if "announce" in query:
+            print(f"h2_app: sleep {query['announce']} started", flush=True)
         await asyncio.sleep(float(query.get("s", "1")))
         await respond(send, 200, b"slept")
     elif path == "/trailers":

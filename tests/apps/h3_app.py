@@ -1,8 +1,11 @@
 """ASGI app for the HTTP/3 tests (and the reload test copies it and edits ``VERSION``).
 
 Routes: ``/`` hello · ``/version`` VERSION · ``/scope`` JSON (http_version, scheme, pid,
-headers) · ``/echo`` the body's size and sha256 as JSON · ``/sleep?s=N`` · ``/wait-disconnect``
-records ``http.disconnect`` under ``?key=K``, read back from ``/disconnects?key=K``.
+headers) · ``/echo`` the body's size and sha256 as JSON · ``/sleep?s=N`` answers ``slept``
+after *N* seconds; with ``announce=T`` it first prints ``h3_app: sleep T started`` (so a test
+knows the request is in the app), with ``split=1`` it sends the head and ``sl`` before sleeping
+and ``ept`` after · ``/wait-disconnect`` records ``http.disconnect`` under ``?key=K``, read back
+from ``/disconnects?key=K``.
 """
 
 from __future__ import annotations
@@ -57,8 +60,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await respond(send, 200, json.dumps({"size": size, "sha256": digest.hexdigest()})
                       .encode(), b"application/json")
     elif path == "/sleep":
+        split = query.get("split") == "1"
+        if split:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"sl", "more_body": True})
+        if "announce" in query:
+            print(f"h3_app: sleep {query['announce']} started", flush=True)
         await asyncio.sleep(float(query.get("s", "1")))
-        await respond(send, 200, b"slept")
+        if split:
+            await send({"type": "http.response.body", "body": b"ept"})
+        else:
+            await respond(send, 200, b"slept")
     elif path == "/wait-disconnect":
         key = query.get("key", "")
         DISCONNECTS[key] = "waiting"

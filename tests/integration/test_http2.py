@@ -21,7 +21,7 @@ import h2.settings
 import httpx
 import pytest
 from apps.h2_client import RawH2Client
-from conftest import ServerFactory, ServerProcess
+from conftest import ServerFactory, ServerProcess, wait_until
 
 APP = "h2_app:app"
 MODES = ["thread", "process"]
@@ -213,14 +213,13 @@ def test_client_reset_gives_the_app_http_disconnect(start_server: ServerFactory)
     try:
         sid = client.request(f"/wait-disconnect?key={key}")
         with h2c(server) as probe:
-            deadline = time.monotonic() + 10
-            while probe.get(f"/disconnects?key={key}").json()["state"] != "waiting":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            def recorded(state: str) -> bool:
+                return bool(probe.get(f"/disconnects?key={key}").json()["state"] == state)
+
+            wait_until(lambda: recorded("waiting"), 10, "the app waiting", interval=0.05)
             client.reset(sid)
-            while probe.get(f"/disconnects?key={key}").json()["state"] != "http.disconnect":
-                assert time.monotonic() < deadline, "the app never saw http.disconnect"
-                time.sleep(0.05)
+            wait_until(lambda: recorded("http.disconnect"), 10, "the app seeing http.disconnect",
+                       interval=0.05)
         assert client.get("/").status == 200  # the connection itself is fine
     finally:
         client.close()
@@ -250,8 +249,9 @@ def test_goaway_on_reload_lets_the_in_flight_stream_finish(
     client = RawH2Client(server.host, server.port)
     try:
         assert client.get("/").status == 200
-        slow = client.request("/sleep?s=1.5")
-        time.sleep(0.3)  # the request is in the app
+        tag = f"goaway-{mode}"
+        slow = client.request(f"/sleep?s=1.5&announce={tag}")
+        server.wait_for(rf"h2_app: sleep {tag} started", 10)  # the request is in the app
         mark = len(server.lines)
         server.send_signal(signal.SIGHUP)
         client.wait(lambda: bool(client.goaways), timeout=15)
@@ -301,7 +301,7 @@ def test_no_stream_is_lost_across_repeated_reloads(start_server: ServerFactory, 
     client plays the well-behaved one.)"""
     server = serve(start_server, "--worker-mode", mode)
     stop = threading.Event()
-    stats = {"ok": 0, "connections": 0}
+    stats = {"ok": 0, "connections": 0, "batches": 0}
     failures: list[str] = []
 
     def load() -> None:
@@ -312,6 +312,7 @@ def test_no_stream_is_lost_across_repeated_reloads(start_server: ServerFactory, 
                 while not stop.is_set() and not client.goaways and not client.closed:
                     batch = [client.responses[client.request("/")] for _ in range(4)]
                     client.wait(lambda b=batch: all(r.done for r in b), 10)  # type: ignore[misc]
+                    stats["batches"] += 1
                 # Drained or closed: whatever was started must have completed.
                 for sid, response in client.responses.items():
                     if not response.done:
@@ -325,15 +326,21 @@ def test_no_stream_is_lost_across_repeated_reloads(start_server: ServerFactory, 
             finally:
                 client.close()
 
+    def load_running(batches: int = 10) -> None:
+        """The client has completed *batches* more batches (the load runs across each step)."""
+        target = stats["batches"] + batches
+        wait_until(lambda: stats["batches"] >= target or failures, 10, f"{batches} more batches",
+                   detail=lambda: f"{stats} {failures[:5]}")
+
     thread = threading.Thread(target=load)
     thread.start()
     try:
         for generation in (2, 3):
-            time.sleep(0.5)
+            load_running()
             mark = len(server.lines)
             server.send_signal(signal.SIGHUP)
             server.wait_for(rf"Reloaded: generation {generation}", 30, start=mark)
-        time.sleep(0.5)
+        load_running()
     finally:
         stop.set()
         thread.join(30)

@@ -12,14 +12,13 @@ import shutil
 import signal
 import socket
 import time
-import warnings
 from pathlib import Path
 
 import httpx
 import niquests
 import pytest
 from apps import h3_client
-from conftest import APPS, ServerFactory, ServerProcess
+from conftest import APPS, ServerFactory, ServerProcess, wait_until, wait_until_async
 
 APP = "h3_app:app"
 MODES = ["thread", "process"]
@@ -62,22 +61,22 @@ def test_aioquic_client_get_post_and_50_concurrent_streams(start_server: ServerF
     run(scenario)
 
 
+# verify=False (the development certificate): urllib3-future, niquests' transport, warns.
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_niquests_forced_http3_and_alt_svc_discovery(start_server: ServerFactory) -> None:
     server = serve(start_server)
     url = f"https://{server.host}:{server.port}"
     body = os.urandom(1024 * 1024)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # verify=False warns
-        with niquests.Session(disable_http1=True, disable_http2=True) as forced:
-            r = forced.get(url + "/scope", verify=False, timeout=10)
-            assert r.status_code == 200 and r.http_version == 30
-            assert r.json()["http_version"] == "3"
-            r = forced.post(url + "/echo", data=body, verify=False, timeout=20)
-            assert r.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-        with niquests.Session() as discovering:  # first over TCP, then Alt-Svc → HTTP/3
-            versions = [discovering.get(url + "/", verify=False, timeout=10).http_version
-                        for _ in range(3)]
-            assert versions[0] in (11, 20) and versions[-1] == 30
+    with niquests.Session(disable_http1=True, disable_http2=True) as forced:
+        r = forced.get(url + "/scope", verify=False, timeout=10)
+        assert r.status_code == 200 and r.http_version == 30
+        assert r.json()["http_version"] == "3"
+        r = forced.post(url + "/echo", data=body, verify=False, timeout=20)
+        assert r.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    with niquests.Session() as discovering:  # first over TCP, then Alt-Svc → HTTP/3
+        versions = [discovering.get(url + "/", verify=False, timeout=10).http_version
+                    for _ in range(3)]
+        assert versions[0] in (11, 20) and versions[-1] == 30
 
 
 @pytest.mark.parametrize("http3", [True, False])
@@ -159,13 +158,14 @@ def test_junk_datagrams_do_not_stop_the_server(start_server: ServerFactory) -> N
             else:
                 packet = rng.randbytes(rng.randrange(0, 1500))
             junk.sendto(packet, (server.host, server.port))
-    deadline = time.monotonic() + 30
-    while True:  # the server may still be chewing through the backlog: poll with a deadline
+    def answered() -> bool:  # the server may still be chewing through the backlog
         try:
             assert h3_client.get(server.host, server.port, "/", timeout=3).text == "hello"
-            break
         except (TimeoutError, ConnectionError):
-            assert time.monotonic() < deadline
+            return False
+        return True
+
+    wait_until(answered, 30, "an HTTP/3 answer after the junk", interval=0)
     with httpx.Client(verify=False, timeout=10) as client:
         assert client.get(server.url + "/").text == "hello"
 
@@ -175,41 +175,44 @@ def test_stream_reset_gives_the_app_http_disconnect(start_server: ServerFactory)
 
     async def scenario() -> None:
         async with h3_client.h3_connect(server.host, server.port) as client:
+            async def recorded(state: str) -> bool:
+                return (await client.request("GET", "/disconnects?key=r1")).text == state
+
             sid, _ = client.start("GET", "/wait-disconnect?key=r1")
-            deadline = time.monotonic() + 10
-            while (await client.request("GET", "/disconnects?key=r1")).text != "waiting":
-                assert time.monotonic() < deadline
+            await wait_until_async(lambda: recorded("waiting"), 10, "the app waiting")
             client.reset(sid)
-            while (await client.request("GET", "/disconnects?key=r1")).text != "http.disconnect":
-                assert time.monotonic() < deadline
+            await wait_until_async(lambda: recorded("http.disconnect"), 10,
+                                   "the app seeing http.disconnect")
 
     run(scenario)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["before-head", "mid-body"])
 @pytest.mark.parametrize("mode", MODES)
 def test_shutdown_sends_goaway_and_finishes_in_flight_streams(start_server: ServerFactory,
-                                                              mode: str) -> None:
+                                                              mode: str, split: bool) -> None:
+    """SIGTERM arrives while a stream is open in the app (its handler announced itself and is
+    sleeping, either before sending the head or half-way through the body): the stream still
+    ends with 200 and the whole body, not a reset, GOAWAY comes, and the server exits 0."""
     server = serve(start_server, mode)
+    tag = f"sigterm-{mode}-{int(split)}"
 
     async def scenario() -> None:
         async with h3_client.h3_connect(server.host, server.port) as client:
             assert (await client.request("GET", "/")).status == 200
-            _, slow = client.start("GET", "/sleep?s=1")
-            await asyncio.sleep(0)  # let the request leave before the signal
-            deadline = time.monotonic() + 10
-            while not any("GET /sleep" in line or "Shutting down" in line
-                          for line in server.lines):
-                await client.request("GET", "/")  # also proves the stream reached the app
-                if time.monotonic() > deadline:
-                    break
+            _, slow = client.start("GET", f"/sleep?s=1&announce={tag}&split={int(split)}")
+            await asyncio.to_thread(server.wait_for, rf"h3_app: sleep {tag} started", 10)
+            assert not slow.done(), "the stream must still be open when the signal arrives"
             server.send_signal(signal.SIGTERM)
-            response = await slow
+            response = await asyncio.wait_for(slow, 10)
+            assert response.reset is None, f"the in-flight stream was reset ({response.reset})"
             assert (response.status, response.text) == (200, "slept")
             await asyncio.wait_for(asyncio.shield(client.terminated), 10)
             assert client.h3.goaway_seen
 
     run(scenario)
-    assert server.wait_exit() == 0
+    assert server.wait_exit() == 0, server.output
+    assert "Shutting down (SIGTERM)" in server.output
 
 
 def test_process_mode_reload_closes_quic_with_goaway_and_new_connections_get_new_code(
@@ -229,13 +232,14 @@ def test_process_mode_reload_closes_quic_with_goaway_and_new_connections_get_new
             await asyncio.wait_for(asyncio.shield(client.terminated), 30)
             assert client.h3.goaway_seen
         await asyncio.to_thread(server.wait_for, r"Serving generation 2", 30)
-        deadline = time.monotonic() + 30
-        while True:  # the fresh HTTP/3 process may still be starting: poll
+        async def new_code() -> bool:  # the fresh HTTP/3 process may still be starting
             try:
                 async with h3_client.h3_connect(server.host, server.port, 3) as client:
                     assert (await client.request("GET", "/version")).text == "v22"
-                    return
             except (TimeoutError, ConnectionError):
-                assert time.monotonic() < deadline
+                return False
+            return True
+
+        await wait_until_async(new_code, 30, "a new QUIC connection served by generation 2")
 
     run(scenario, 90)

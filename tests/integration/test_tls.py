@@ -12,7 +12,6 @@ import ssl
 import stat
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -151,8 +150,9 @@ def test_tls_h2_in_both_worker_modes_and_across_a_reload(
     try:
         assert client.sock.selected_alpn_protocol() == "h2"  # type: ignore[attr-defined]
         assert client.get("/").status == 200
-        slow = client.request("/sleep?s=1")
-        time.sleep(0.2)
+        tag = f"tls-{mode}"
+        slow = client.request(f"/sleep?s=1&announce={tag}")
+        server.wait_for(rf"h2_app: sleep {tag} started", 10)  # the request is in the app
         mark = len(server.lines)
         server.send_signal(signal.SIGHUP)
         client.wait(lambda: client.responses[slow].done, timeout=15)
