@@ -37,7 +37,7 @@ def _usage(pid: int) -> tuple[float, int, int]:
 def _save(server: ServerProcess, source: Path, n: int, client: httpx.Client) -> None:
     start = len(server.lines)
     source.write_text(APP.format(n=n))
-    server.wait_for(rf"Reloaded: generation \d+", 15, start=start)
+    server.wait_for(r"Reloaded: generation \d+", 15, start=start)
     assert client.get("/").text == f"v{n}"
 
 
