@@ -42,30 +42,30 @@ def _module_file(name: str) -> Path | None:
     return Path(filename).resolve() if filename else None
 
 
-def fresh_process_reason(changed: Collection[Path]) -> str | None:
-    """Why *changed* cannot be reloaded in place (``None`` when it can)."""
+def fresh_process_reason(changed: Collection[Path], modules: Collection[str]) -> str | None:
+    """Why re-executing *modules* after *changed* cannot be trusted in place (``None`` when it
+    can): Django's settings, app configurations, models and migrations live in registries that
+    only a fresh process rebuilds."""
     if not _django_ready():
         return None
     from django.apps import apps
     from django.conf import settings
 
-    resolved = [p.resolve() for p in changed]
+    touched = {p.resolve() for p in changed}
+    touched |= {f for name in modules if (f := _module_file(name)) is not None}
     settings_file = _module_file(settings.SETTINGS_MODULE)
-    for path in resolved:
-        if settings_file is not None and path == settings_file:
-            return f"Django settings changed ({path.name})"
+    if settings_file is not None and settings_file in touched:
+        return f"Django settings changed ({settings_file.name})"
     for config in apps.get_app_configs():
         app_dir = Path(config.path).resolve()
         if "site-packages" in app_dir.parts or "dist-packages" in app_dir.parts:
             continue
         models = config.models_module
-        models_file = Path(models.__file__).resolve() if models is not None and getattr(
-            models, "__file__", None) else None
+        models_file = _module_file(models.__name__) if models is not None else None
         config_file = _module_file(type(config).__module__)
-        for path in resolved:
-            if models_file is not None and (
-                    path == models_file
-                    or (models_file.name == "__init__.py" and path.is_relative_to(
+        for path in touched:
+            if models_file is not None and (path == models_file or (
+                    models_file.name == "__init__.py" and path.is_relative_to(
                         models_file.parent))):
                 return f"Django models changed in app {config.label!r} ({path.name})"
             if config_file is not None and path == config_file:
@@ -73,6 +73,20 @@ def fresh_process_reason(changed: Collection[Path]) -> str | None:
             if path.is_relative_to(app_dir / "migrations"):
                 return f"Django migrations changed in app {config.label!r}"
     return None
+
+
+# Errors a library raises when a declaration is executed twice in one process: the user's code
+# is fine, the process is not fresh. (SQLAlchemy/SQLModel MetaData, Django's app registry.)
+DUPLICATE_DECLARATIONS = (
+    "is already defined for this MetaData instance",
+    "Conflicting '",
+    "was already registered. Reloading models is not advised",
+)
+
+
+def duplicate_declaration(message: str) -> bool:
+    """Whether an import error only says that something was declared twice in this process."""
+    return any(marker in message for marker in DUPLICATE_DECLARATIONS)
 
 
 def before_reimport(modules: Collection[str]) -> Callable[[bool], None]:

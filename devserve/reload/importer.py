@@ -60,6 +60,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from devserve.errors import DevserveError
+from devserve.reload.frameworks import before_reimport, duplicate_declaration, fresh_process_reason
 from devserve.reload.graph import ImportGraph
 from devserve.reload.recorder import ImportRecorder, ProjectFiles
 from devserve.reload.resolve import (
@@ -77,9 +79,9 @@ from devserve.reload.staging import Staging
 from devserve.reload.widen import SharedState, declarative_owners, suspects
 
 __all__ = [
-    "AppLoadFailure", "LoadedApp", "ProjectImporter", "ReloadOutcome", "add_app_dir",
-    "asgi2_to_asgi3", "detect_interface", "import_from_string", "load_app", "load_app_fresh",
-    "reimport_app", "user_traceback",
+    "AppLoadFailure", "FreshProcessNeeded", "LoadedApp", "ProjectImporter", "ReloadOutcome",
+    "add_app_dir", "asgi2_to_asgi3", "detect_interface", "import_from_string", "load_app",
+    "load_app_fresh", "reimport_app", "user_traceback",
 ]
 
 
@@ -91,6 +93,11 @@ class ReloadOutcome:
     strategy: str  # "partial" | "wider" | "full"
     reexecuted: tuple[str, ...]
     reason: str | None = None
+
+
+class FreshProcessNeeded(DevserveError):
+    """The edit cannot be taken in this process (a framework registry, a library-level
+    declaration): serve it from a fresh one. Nothing was re-executed, or it was all undone."""
 
 
 class _Written(Exception):
@@ -157,6 +164,14 @@ class ProjectImporter:
                ) -> ReloadOutcome:
         try:
             outcome = attempt()
+        except AppLoadFailure as exc:
+            if paths is not None:
+                self._pending = set(paths)
+            if duplicate_declaration(exc.message):
+                raise FreshProcessNeeded(
+                    f"a declaration cannot be executed twice in one process ({exc.message})"
+                ) from None
+            raise
         except BaseException:
             if paths is not None:
                 self._pending = set(paths)
@@ -249,6 +264,9 @@ class ProjectImporter:
     def _attempt(self, affected: set[str], deleted: set[str], fresh: set[Path]
                  ) -> tuple[LoadedApp, tuple[str, ...]]:
         """Re-execute *affected* (importees first), drop *deleted*; all or nothing."""
+        reason = fresh_process_reason(fresh, affected | deleted)
+        if reason is not None:
+            raise FreshProcessNeeded(reason)
         order = self.graph.import_order(affected)
         holders = self._holders(affected | deleted)
         shared = SharedState(holders)
@@ -257,6 +275,7 @@ class ProjectImporter:
         for name in deleted:
             self.graph.remove(name)
         executed: list[types.ModuleType] = []
+        finish = before_reimport(affected | deleted)
         try:
             with self._recording(fresh, executed):
                 for name in order:
@@ -268,6 +287,7 @@ class ProjectImporter:
                 suspects([*old.values(), *executed], holders)
             shared.restore()
             staging.rollback(executed)
+            finish(False)
             if owners and isinstance(exc, AppLoadFailure) and not exc.syntax_error:
                 raise _Suspected(exc, owners) from exc
             raise
@@ -275,7 +295,9 @@ class ProjectImporter:
         if written:
             shared.restore()
             staging.rollback(executed)
+            finish(False)
             raise _Written(written)
+        finish(True)
         return loaded, tuple(m.__name__ for m in executed)
 
     def _full(self, paths: set[Path] | None, reason: str) -> ReloadOutcome:
@@ -284,10 +306,15 @@ class ProjectImporter:
         known = [n for n in self.graph if (p := self.graph.path_of(n)) is not None
                  and p.exists()]
         known.sort(key=self.graph.started)
+        loaded_before = self.files.loaded_modules()
+        why = fresh_process_reason(paths or (), loaded_before)
+        if why is not None:
+            raise FreshProcessNeeded(why)
         staging = Staging(self.graph)
-        staging.take(self.files.loaded_modules())
+        staging.take(loaded_before)
         self.graph.clear()
         executed: list[types.ModuleType] = []
+        finish = before_reimport(loaded_before)
         try:
             with self._recording(paths, executed):
                 loaded = self._load()
@@ -296,7 +323,9 @@ class ProjectImporter:
                         _import(name)
         except BaseException:
             staging.rollback([*executed, *self.files.loaded_modules().values()])
+            finish(False)
             raise
+        finish(True)
         return ReloadOutcome(loaded, "full", tuple(m.__name__ for m in executed), reason)
 
     def _recording(self, fresh: set[Path] | None, executed: list[types.ModuleType]

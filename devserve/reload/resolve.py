@@ -20,6 +20,7 @@ from typing import Any
 
 from devserve.asgi.types import ASGIApp, Receive, Scope, Send
 from devserve.errors import AppImportError
+from devserve.reload.frameworks import serve_static
 
 
 @dataclass(frozen=True)
@@ -180,5 +181,6 @@ def load_app(app: Any, *, app_dir: str = ".", factory: bool = False,
             hint="point at the ASGI application object, or pass --factory for an app factory",
         )
     kind = detect_interface(obj) if interface == "auto" else interface
+    obj = serve_static(obj)  # Django under DEBUG: static files, as runserver serves them
     asgi_app: ASGIApp = asgi2_to_asgi3(obj) if kind == "asgi2" else obj
     return LoadedApp(app=asgi_app, interface=kind, source=source)
