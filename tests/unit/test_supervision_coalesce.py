@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import wait_until
 
 from devserve.supervision.coalesce import Coalescer, Phase
 
@@ -154,16 +153,32 @@ def test_a_failing_job_leaves_the_runner_idle() -> None:
     assert ran == [1]
 
 
+class AnnouncingLock:
+    """A real lock that announces when someone starts waiting for it (a readiness signal)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> AnnouncingLock:
+        self.waiting.set()
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
 def test_the_lock_shared_with_crash_respawns_serialises_them_too() -> None:
     """A respawn holding the lifecycle lock delays a reload; it never runs beside it."""
-    runner, lock = make()
+    lock = AnnouncingLock()
+    runner = Coalescer(lock, lambda: False)  # type: ignore[arg-type]
     order: list[str] = []
-    with lock:
+    with lock.lock:  # the respawn holds it
         t = threading.Thread(target=runner.run, args=(lambda: order.append("reload"),))
         t.start()
-        # It took the job and waits for the lock:
-        wait_until(lambda: runner.phase is Phase.RUNNING, 10, "the reload to wait for the lock")
-        assert order == []
+        assert lock.waiting.wait(10)  # the reload took the job and waits for the lock
+        assert runner.phase is Phase.RUNNING and order == []
         order.append("respawn")
     t.join(10)
     assert order == ["respawn", "reload"]
