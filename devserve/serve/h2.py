@@ -33,8 +33,8 @@ from devserve.protocols.http2 import (
     SettingsChanged,
     StreamReset,
     WindowOpened,
-    h2c_upgrade_settings,
 )
+from devserve.protocols.http2_fields import h2c_upgrade_settings
 from devserve.serve.admission import Verdict, admit, body_over_limit
 from devserve.serve.h2_stream import H2Stream, StreamCycle
 from devserve.serve.h2_ws import H2WebSocket

@@ -19,11 +19,13 @@ from devserve.protocols.http2 import (
     ConnectionEnded,
     DrainAcked,
     H2Server,
-    MalformedRequest,
     RequestOpened,
     SettingsChanged,
     StreamReset,
     WindowOpened,
+)
+from devserve.protocols.http2_fields import (
+    MalformedRequest,
     parse_request_headers,
     response_headers,
 )
