@@ -63,18 +63,19 @@ class BadRequest:
 
 H1Event = RequestHead | BodyChunk | RequestEnd | ClientEOF | BadRequest
 
-_REASONS = {
-    100: b"Continue",
-    400: b"Bad Request",
-    408: b"Request Timeout",
+# The one reason-phrase table (status lines exist only in HTTP/1.1): RFC 9110's names, also
+# where the running Python still spells an older one (3.13 renamed these four).
+_PHRASES = {int(s): s.phrase.encode("ascii") for s in HTTPStatus} | {
     413: b"Content Too Large",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    503: b"Service Unavailable",
+    414: b"URI Too Long",
+    416: b"Range Not Satisfiable",
+    422: b"Unprocessable Content",
 }
 
 
-_PHRASES = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
+def reason_phrase(status: int) -> bytes:
+    """The reason phrase of *status* for a status line; ``b""`` for a code without one."""
+    return _PHRASES.get(status, b"")
 
 # The end of a head, as h11 finds it (a line feed, an optional CR, a line feed).
 _HEAD_END = re.compile(rb"\n\r?\n")
@@ -299,7 +300,7 @@ class H1Connection:
         """Bytes of the status line and headers; raises h11.LocalProtocolError if invalid."""
         return self._send(
             h11.Response(status_code=status, headers=list(headers),
-                         reason=reason or _PHRASES.get(status, b""))
+                         reason=reason or reason_phrase(status))
         )
 
     def body(self, data: bytes) -> bytes:
@@ -312,7 +313,7 @@ class H1Connection:
 
     def error_response(self, status: int, extra_headers: Headers | None = None) -> bytes:
         """A complete short plain-text response that also tells the client we close."""
-        reason = _REASONS.get(status) or _PHRASES.get(status, b"Error")
+        reason = reason_phrase(status) or b"Error"
         body = reason + b"\n"
         headers: Headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
@@ -338,7 +339,3 @@ class H1Connection:
     def _send(self, event: h11.Event) -> bytes:
         data = self._conn.send(event)
         return data or b""
-
-    def mark_failed(self) -> None:
-        """Give up on this connection (an app error after the response started)."""
-        self._conn.send_failed()

@@ -34,6 +34,8 @@ from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from devserve.protocols.http1 import reason_phrase
+
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -225,8 +227,7 @@ def _handshake_rejection(exc: RemoteProtocolError) -> bytes:
     if not any(k.lower() == b"sec-websocket-version" for k, _ in headers) and status == 426:
         headers.append((b"sec-websocket-version", b"13"))
     body = b"Bad WebSocket handshake\n"
-    lines = [b"HTTP/1.1 %d %s" % (status, b"Upgrade Required" if status == 426
-                                   else b"Bad Request")]
+    lines = [b"HTTP/1.1 %d %s" % (status, reason_phrase(status))]
     lines += [k + b": " + v for k, v in headers if k.lower() not in (b"content-length",
                                                                      b"connection")]
     lines += [b"content-type: text/plain; charset=utf-8",

@@ -10,9 +10,9 @@ default headers, the access log and ``RequestCompleted`` apply unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
+from devserve.protocols.http1 import reason_phrase
 from devserve.serve.admission import Verdict
 
 Headers = list[tuple[bytes, bytes]]
@@ -42,7 +42,7 @@ class Canned:
     def http11(self) -> bytes:
         """The whole response as HTTP/1.1 bytes with ``Connection: close`` (for a socket
         that no parser owns, e.g. a connection refused at accept)."""
-        lines = [b"HTTP/1.1 %d %s" % (self.status, HTTPStatus(self.status).phrase.encode())]
+        lines = [b"HTTP/1.1 %d %s" % (self.status, reason_phrase(self.status))]
         lines += [name + b": " + value for name, value in [*self.headers(), CLOSE]]
         return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
 

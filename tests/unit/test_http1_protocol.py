@@ -315,6 +315,16 @@ def test_error_response_after_a_protocol_error() -> None:
     assert body == b"Bad Request\n"
 
 
+def test_one_reason_phrase_for_the_servers_answers_and_the_apps() -> None:
+    """RFC 9110's name whichever Python runs (3.11 still says "Request Entity Too Large")."""
+    refused, _, _ = parse_response(H1Connection().error_response(413))
+    app = H1Connection()
+    app.feed(GET)
+    app.next_events()
+    answered, _, _ = parse_response(app.response_head(413, [(b"content-length", b"0")]))
+    assert refused.reason == answered.reason == b"Content Too Large"
+
+
 # --- responses out ----------------------------------------------------------------------------
 
 
