@@ -12,30 +12,36 @@ Rules:
   Version Negotiation packet. With ``retry`` on, new clients must echo a Retry token first.
 - Request-body backpressure: a stream the app is not reading (:meth:`pause_stream`) gets no
   more MAX_STREAM_DATA credit, so a client can buffer at most one window on us per stream.
+- aioquic's public API only; what it lacks goes through :mod:`.aioquic_internals`, the one
+  place that touches its private names. A datagram aioquic fails on is logged (once per kind)
+  and dropped: one bad packet must not take the endpoint down.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from aioquic._buffer import Buffer
+from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import NetworkAddress, QuicConnection, QuicConnectionState
+from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import (
+    QuicHeader,
     QuicPacketType,
     encode_quic_retry,
     encode_quic_version_negotiation,
-    pull_quic_header,
 )
-from aioquic.quic.packet_builder import QuicPacketBuilder
-from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.retry import QuicRetryTokenHandler
-from aioquic.quic.stream import QuicStream
+
+from devserve.protocols.aioquic_internals import PausableQuic, control_stream_id, read_header
+
+logger = logging.getLogger("devserve.error")
 
 MIN_INITIAL_SIZE = 1200  # RFC 9000 §14.1: a client Initial is padded to at least this
 MAX_STREAM_DATA = 256 * 1024  # per-stream receive window (also the most a paused stream buffers)
@@ -83,29 +89,14 @@ def server_configuration(certfile: str, keyfile: str | None, password: str | Non
     return configuration
 
 
-class _Quic(QuicConnection):
-    """A QuicConnection whose per-stream receive credit stops growing while the app is not
-    reading that stream (aioquic grows it as bytes arrive, not as they are consumed)."""
-
-    paused: set[int]
-
-    def _write_stream_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
-                             stream: QuicStream) -> None:
-        if stream.stream_id in self.paused:
-            return
-        super()._write_stream_limits(builder, space, stream)
-
-
 class H3ServerConnection:
     """One QUIC connection speaking HTTP/3; the owner sends what :meth:`datagrams` returns."""
 
     def __init__(self, configuration: QuicConfiguration, original_cid: bytes,
                  retry_cid: bytes | None, max_streams: int) -> None:
-        quic = _Quic(configuration=configuration, original_destination_connection_id=original_cid,
-                     retry_source_connection_id=retry_cid)
-        quic.paused = set()
-        # aioquic has no setting for this; its Limit object is what MAX_STREAMS advertises.
-        quic._local_max_streams_bidi.value = max_streams
+        quic = PausableQuic(configuration=configuration, max_streams_bidi=max_streams,
+                            original_destination_connection_id=original_cid,
+                            retry_source_connection_id=retry_cid)
         self.quic = quic
         self.h3: H3Connection | None = None  # created at the handshake (ALPN known then)
         self.cids: set[bytes] = {quic.host_cid, original_cid}
@@ -194,30 +185,26 @@ class H3ServerConnection:
 
     def send_backlog(self, stream_id: int) -> int:
         """Response bytes queued on *stream_id* and not yet acknowledged (write backpressure)."""
-        stream = self.quic._streams.get(stream_id)
-        if stream is None:
-            return 0
-        sender = stream.sender
-        return sender._buffer_stop - sender._buffer_start
+        return self.quic.send_backlog(stream_id)
 
     def reset(self, stream_id: int, code: int = ErrorCode.H3_INTERNAL_ERROR) -> None:
         """Abort one stream both ways; the connection carries on."""
         self.quic.paused.discard(stream_id)
+        # aioquic raises ValueError for a stream it no longer knows (finished and discarded,
+        # or never opened): then there is nothing left to abort in that direction.
         try:
             self.quic.reset_stream(stream_id, code)
-        except Exception:  # already reset or finished: nothing left to abort
+        except ValueError:
             pass
+        self.stop_reading(stream_id, code)
+
+    def stop_reading(self, stream_id: int, code: int = ErrorCode.H3_NO_ERROR) -> None:
+        """STOP_SENDING: nobody will read the rest of the request body (with the default
+        code, because the response is already complete)."""
         try:
             self.quic.stop_stream(stream_id, code)
-        except Exception:
-            pass
-
-    def stop_reading(self, stream_id: int) -> None:
-        """The response is complete but the request body is not: ask the client to stop."""
-        try:
-            self.quic.stop_stream(stream_id, ErrorCode.H3_NO_ERROR)
-        except Exception:
-            pass
+        except ValueError:
+            pass  # a stream aioquic no longer knows: its receiving part is over anyway
 
     def pause_stream(self, stream_id: int) -> None:
         self.quic.paused.add(stream_id)
@@ -230,13 +217,12 @@ class H3ServerConnection:
         if self.goaway_sent or self.h3 is None or self.ended:
             return
         self.goaway_sent = True
-        buf = Buffer(capacity=8)
         # Next client-bidi stream id after the last accepted one: everything below may finish.
         self.goaway_id = self.last_stream_id + 4 if self.h3_requests else 0
-        buf.push_uint_var(self.goaway_id)
-        control = self.h3._local_control_stream_id
+        control = control_stream_id(self.h3)
         if control is not None:
-            self.quic.send_stream_data(control, encode_frame(FrameType.GOAWAY, buf.data))
+            frame = encode_frame(FrameType.GOAWAY, encode_uint_var(self.goaway_id))
+            self.quic.send_stream_data(control, frame)
 
     def close(self, code: int = ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
         if not self.ended:
@@ -257,14 +243,15 @@ class H3Endpoint:
         self._replies: list[tuple[bytes, NetworkAddress]] = []
         self._retry = QuicRetryTokenHandler() if retry else None
         self.dropped = 0
+        self.failures = 0  # datagrams aioquic failed on (each kind logged once)
+        self._logged: set[tuple[str, str, int]] = set()
 
     def receive(self, data: bytes, addr: NetworkAddress, now: float
                 ) -> tuple[H3ServerConnection | None, list[H3Event]]:
         """Feed one datagram; returns the connection it belongs to (None: dropped or answered
         statelessly, see :meth:`take_replies`) and its events."""
         try:
-            header = pull_quic_header(Buffer(data=data),
-                                      host_cid_length=self.configuration.connection_id_length)
+            header = read_header(data, self.configuration.connection_id_length)
         except ValueError:
             self.dropped += 1
             return None, []
@@ -276,9 +263,10 @@ class H3Endpoint:
                 return None, []
         try:
             events = conn.receive(data, addr, now)
-        except Exception:  # aioquic must not take the endpoint down with one bad packet
+        except Exception as exc:  # aioquic must not take the endpoint down with one bad packet
+            self._log_failure(exc, addr)
             events = []
-        if new and conn.quic._state == QuicConnectionState.FIRSTFLIGHT:
+        if new and conn.quic.in_first_flight:
             # The Initial did not decrypt (junk with a plausible header): keep no state, or a
             # flood of them would fill max_connections with dead entries until they time out.
             self.live.discard(conn)
@@ -287,7 +275,20 @@ class H3Endpoint:
         self.track(conn)
         return conn, events
 
-    def _new_connection(self, header: Any, data: bytes, addr: NetworkAddress, now: float
+    def _log_failure(self, exc: Exception, addr: NetworkAddress) -> None:
+        """Log a failure inside aioquic once per kind (exception type and where it was raised):
+        a client repeating one bad packet must not flood the log; :attr:`failures` counts all."""
+        self.failures += 1
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        kind = (type(exc).__qualname__, *where)
+        if kind in self._logged:
+            return
+        self._logged.add(kind)
+        logger.error("HTTP/3: aioquic failed on a datagram from %s (the connection carries on;"
+                     " further failures of this kind are not logged)", addr[0], exc_info=exc)
+
+    def _new_connection(self, header: QuicHeader, data: bytes, addr: NetworkAddress, now: float
                         ) -> H3ServerConnection | None:
         versions = self.configuration.supported_versions
         if (header.packet_type != QuicPacketType.VERSION_NEGOTIATION
@@ -297,8 +298,9 @@ class H3Endpoint:
                     source_cid=header.destination_cid, destination_cid=header.source_cid,
                     supported_versions=versions), addr))
             return None
-        if (header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE
-                or not self.accepting or len(self.live) >= self.max_connections):
+        if (header.packet_type != QuicPacketType.INITIAL or header.version is None
+                or len(data) < MIN_INITIAL_SIZE or not self.accepting
+                or len(self.live) >= self.max_connections):
             self.dropped += 1
             return None
         original_cid, retry_cid = header.destination_cid, None

@@ -7,13 +7,16 @@ import os
 import ssl
 
 import pytest
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import StreamDataReceived
 
 from devserve.net.tls import ensure_dev_certificate
 from devserve.protocols.http3 import (
+    MAX_STREAM_DATA,
     BodyData,
     ConnectionEnded,
     H3Endpoint,
@@ -26,11 +29,20 @@ SERVER = ("127.0.0.1", 4433)
 CLIENT = ("127.0.0.1", 50000)
 
 
-@pytest.fixture
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> H3Endpoint:
+def make_endpoint(tmp_path_factory: pytest.TempPathFactory, **options: int) -> H3Endpoint:
     dev = ensure_dev_certificate(tmp_path_factory.mktemp("cert"))
     return H3Endpoint(server_configuration(str(dev.cert_path), str(dev.key_path), None,
-                                           idle_timeout=5.0), max_connections=2)
+                                           idle_timeout=5.0), **options)
+
+
+@pytest.fixture
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> H3Endpoint:
+    return make_endpoint(tmp_path_factory, max_connections=2)
+
+
+def request(path: bytes, method: bytes = b"GET") -> list[tuple[bytes, bytes]]:
+    return [(b":method", method), (b":scheme", b"https"), (b":authority", b"localhost"),
+            (b":path", path)]
 
 
 class Pair:
@@ -47,6 +59,7 @@ class Pair:
         self.server: H3ServerConnection | None = None
         self.server_events: list[object] = []
         self.client_events: list[object] = []
+        self.uni_data: dict[int, bytes] = {}  # what the server sent on its unidirectional streams
 
     def pump(self, rounds: int = 8) -> None:
         for _ in range(rounds):
@@ -62,6 +75,9 @@ class Pair:
                     moved = True
                     self.quic.receive_datagram(data, SERVER, self.now)
                     while (event := self.quic.next_event()) is not None:
+                        if isinstance(event, StreamDataReceived) and event.stream_id % 4 == 3:
+                            sid = event.stream_id
+                            self.uni_data[sid] = self.uni_data.get(sid, b"") + event.data
                         self.client_events.extend(self.h3.handle_event(event))
             if not moved:
                 return
@@ -152,3 +168,84 @@ def test_initial_with_garbage_payload_keeps_no_state(endpoint: H3Endpoint) -> No
     pair = Pair(endpoint)  # and a real client still gets in
     pair.pump()
     assert pair.server is not None and pair.server.h3 is not None
+
+
+def body_received(pair: Pair) -> int:
+    return sum(len(e.data) for e in pair.server_events if isinstance(e, BodyData))
+
+
+# -- what devserve.protocols.aioquic_internals reaches into, checked on the wire ---------------
+def test_max_streams_is_what_the_client_may_open(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    pair = Pair(make_endpoint(tmp_path_factory, max_streams=2))
+    pair.pump()
+    for n in range(3):
+        sid = pair.quic.get_next_available_stream_id()
+        pair.h3.send_headers(sid, request(b"/%d" % n), end_stream=True)
+    pair.pump()
+    opened = [e.stream_id for e in pair.server_events if isinstance(e, RequestOpened)]
+    assert opened == [0, 4], "the third request waits for MAX_STREAMS credit"
+
+
+def test_send_backlog_counts_unacknowledged_response_bytes(endpoint: H3Endpoint) -> None:
+    pair = Pair(endpoint)
+    pair.pump()
+    sid = pair.quic.get_next_available_stream_id()
+    pair.h3.send_headers(sid, request(b"/"), end_stream=True)
+    pair.pump()
+    server = pair.server
+    assert server is not None
+    assert server.send_backlog(sid) == 0
+    server.send_head(sid, 200, [], False)
+    server.send_data(sid, b"x" * 100_000, True)
+    assert server.send_backlog(sid) >= 100_000
+    pair.pump(50)
+    assert server.send_backlog(sid) == 0
+    assert server.send_backlog(404) == 0  # a stream aioquic does not know
+
+
+def test_paused_stream_gets_no_more_credit_until_resumed(endpoint: H3Endpoint) -> None:
+    pair = Pair(endpoint)
+    pair.pump()
+    sid = pair.quic.get_next_available_stream_id()
+    pair.h3.send_headers(sid, request(b"/upload", b"POST"))
+    pair.pump()
+    assert pair.server is not None
+    pair.server.pause_stream(sid)
+    pair.h3.send_data(sid, b"y" * 1_000_000, end_stream=True)
+    pair.pump(200)
+    assert 0 < body_received(pair) <= MAX_STREAM_DATA
+    pair.server.resume_stream(sid)
+    pair.pump(400)
+    assert body_received(pair) == 1_000_000
+
+
+def test_goaway_goes_out_on_the_control_stream(endpoint: H3Endpoint) -> None:
+    pair = Pair(endpoint)
+    pair.pump()
+    sid = pair.quic.get_next_available_stream_id()
+    pair.h3.send_headers(sid, request(b"/"), end_stream=True)
+    pair.pump()
+    assert pair.server is not None
+    pair.server.send_goaway()
+    pair.pump()
+    goaway = encode_frame(FrameType.GOAWAY, encode_uint_var(sid + 4))  # sid itself may finish
+    assert any(data.endswith(goaway) for data in pair.uni_data.values())
+
+
+def test_reset_and_stop_of_streams_aioquic_no_longer_knows_are_quiet(
+        endpoint: H3Endpoint) -> None:
+    pair = Pair(endpoint)
+    pair.pump()
+    sid = pair.quic.get_next_available_stream_id()
+    pair.h3.send_headers(sid, request(b"/"), end_stream=True)
+    pair.pump()
+    server = pair.server
+    assert server is not None
+    server.send_head(sid, 200, [(b"content-length", b"0")], True)
+    pair.pump()
+    server.reset(sid)  # finished both ways
+    server.stop_reading(sid)
+    server.reset(400)  # never opened
+    pair.pump()
+    assert not server.ended
