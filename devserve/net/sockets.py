@@ -26,16 +26,22 @@ def bind_socket(config: Config) -> socket.socket:
     return _bind_tcp(config.host, config.port, config.backlog)
 
 
-def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+def _inet_socket(host: str, kind: socket.SocketKind) -> socket.socket:
+    """An unbound IPv4 or IPv6 socket for *host*: dual-stack when *host* is every IPv6
+    address ("::"), as users expect from it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = socket.socket(family, kind)
     if family == socket.AF_INET6 and host in ("::", "[::]"):
-        # Dual-stack when binding every address, as users expect from "::".
         try:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         except (AttributeError, OSError):
-            pass
+            pass  # a system without dual-stack sockets: IPv6 only
+    return sock
+
+
+def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+    sock = _inet_socket(host, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
         sock.listen(backlog)
@@ -110,13 +116,7 @@ def _hint(exc: OSError) -> str | None:
 
 def bind_udp_socket(host: str, port: int) -> socket.socket:
     """The UDP socket HTTP/3 is served on; like the TCP listener, owned by the Supervisor."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    if family == socket.AF_INET6 and host in ("::", "[::]"):
-        try:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        except (AttributeError, OSError):
-            pass
+    sock = _inet_socket(host, socket.SOCK_DGRAM)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
