@@ -10,7 +10,9 @@ protocol from ``devserve.protocols``, and runs the app through ``devserve.asgi``
 - ``admission``: the one decision every driver makes per request (health, drain, shutdown,
   ``--limit-concurrency``, body size); ``responses``: the server's own answers;
 - ``switch``: the one protocol takeover (sniffer to h1/h2, h1 to h2c, h1 to WebSocket);
-- ``state``: per-worker state shared by a worker's connections.
+- ``state``: per-worker state shared by a worker's connections (admission and starting a
+  request's cycle included), and ``TCPConnection``, what H1Protocol and H2Protocol share;
+- ``flow``: where an app's ``send()`` waits for the connection to take more (backpressure).
 
 Imports: ``devserve.asgi``, ``devserve.protocols`` and the bottom layer (config, errors,
 lifecycle, logs, net). Never ``workers``, ``supervision``, ``reload``, ``server`` or

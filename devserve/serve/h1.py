@@ -14,7 +14,7 @@ import socket
 import h11
 
 from devserve.asgi.cycle import Headers, HTTPCycle
-from devserve.asgi.scope import apply_proxy_headers, http_scope, socket_address
+from devserve.asgi.scope import apply_proxy_headers, http_scope
 from devserve.protocols.http1 import (
     BadRequest,
     BodyChunk,
@@ -23,10 +23,9 @@ from devserve.protocols.http1 import (
     RequestEnd,
     RequestHead,
 )
-from devserve.serve.admission import Verdict, admit
+from devserve.serve.flow import WriteFlow
 from devserve.serve.h2 import SWITCHING_H2C, h2c_upgrade
-from devserve.serve.responses import for_verdict
-from devserve.serve.state import Connection, WorkerState, detach_transport_socket
+from devserve.serve.state import TCPConnection, WorkerState, detach_transport_socket
 from devserve.serve.switch import take_over
 from devserve.serve.ws import WSProtocol, is_websocket_upgrade, websocket_scope
 
@@ -36,31 +35,22 @@ DISCARD_BODY_LIMIT = 1024 * 1024  # unread request body we skip to keep a connec
 DRAIN_IDLE_CLOSE = 0.5  # seconds an idle connection may still send one request while draining
 
 
-
-class H1Protocol(asyncio.Protocol, Connection):
+class H1Protocol(TCPConnection):
     """One HTTP/1.1 connection."""
 
     def __init__(self, state: WorkerState, loop: asyncio.AbstractEventLoop, scheme: str = "http"
                  ) -> None:
-        self.state = state
-        self.loop = loop
-        self.scheme = scheme
+        super().__init__(state, loop, scheme)
         config = state.config
         self.h1 = H1Connection(
             max_incomplete_event_size=config.h11_max_incomplete_event_size,
             max_fields=config.limit_request_fields,
             max_body_size=config.limit_request_body,
         )
-        self.transport: asyncio.Transport | None = None
         self.cycle: HTTPCycle | None = None
-        self.server: tuple[str, int] | None = None
-        self.client: tuple[str, int] | None = None
-        self.client_str = ""
-        self.closing = False
         self.close_after_response = False
         self._read_paused = False
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._writes = WriteFlow()
         # Deadlines (loop.time()) checked by the worker's timeout sweep: no timer per request.
         self._idle_deadline: float | None = None
         self._head_deadline: float | None = None
@@ -69,13 +59,7 @@ class H1Protocol(asyncio.Protocol, Connection):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.state.connections.add(self)
-        self.server = socket_address(transport.get_extra_info("sockname"))
-        self.client = socket_address(transport.get_extra_info("peername"))
-        self.client_str = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-        if transport.get_extra_info("sslcontext") is not None:
-            self.scheme = "https"
+        super().connection_made(transport)
         if self.state.draining:
             # Accepted by a generation that is going away: serve one request, then close.
             self.close_after_response = True
@@ -87,10 +71,7 @@ class H1Protocol(asyncio.Protocol, Connection):
         self._cancel_timers()
         if self.cycle is not None:
             self.cycle.mark_disconnected()
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self._writes.release()
 
     def eof_received(self) -> bool | None:
         self.h1.feed(b"")
@@ -105,14 +86,10 @@ class H1Protocol(asyncio.Protocol, Connection):
         self._process()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._writes.pause()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self._writes.resume()
 
     # -- event processing ------------------------------------------------------------------
     def _process(self) -> None:
@@ -180,9 +157,7 @@ class H1Protocol(asyncio.Protocol, Connection):
         ):
             self._upgrade_to_websocket(head)
             return
-        verdict = admit(state.limits, scope["path"], head.headers, draining=state.draining,
-                        shutting_down=state.shutting_down, connections=len(state.connections),
-                        in_flight=len(state.tasks))
+        verdict = state.admit(scope["path"], head.headers)
         cycle = HTTPCycle(
             scope,
             self,
@@ -192,11 +167,7 @@ class H1Protocol(asyncio.Protocol, Connection):
             on_pause_reading=self._pause_reading,
         )
         self.cycle = cycle
-        app = state.app if verdict is Verdict.APP else for_verdict(verdict).asgi
-        task = self.loop.create_task(cycle.run(app))
-        if verdict.is_work:  # a 503 is not work a drain should wait for
-            state.tasks.add(task)
-            task.add_done_callback(state.tasks.discard)
+        state.start_cycle(self.loop, cycle, verdict, state.app)
 
     def _upgrade_to_h2c(self, head: RequestHead) -> bool:
         """``Upgrade: h2c``: answer 101 and hand the transport to an H2Protocol."""
@@ -274,11 +245,8 @@ class H1Protocol(asyncio.Protocol, Connection):
             self.transport.write(out)
 
     async def wait_writable(self) -> None:
-        if not self._write_paused or self.closing:
-            return
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
+        if not self.closing:
+            await self._writes.wait()
 
     def want_body(self) -> None:
         if self._read_paused and not self.closing and self.transport is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
-from devserve.asgi.scope import apply_proxy_headers, http_scope, socket_address
+from devserve.asgi.scope import apply_proxy_headers, http_scope
 from devserve.protocols.http1 import RequestHead
 from devserve.protocols.http2 import (
     BodyData,
@@ -35,11 +35,11 @@ from devserve.protocols.http2 import (
     WindowOpened,
 )
 from devserve.protocols.http2_fields import h2c_upgrade_settings
-from devserve.serve.admission import Verdict, admit, body_over_limit
+from devserve.serve.admission import body_over_limit
 from devserve.serve.h2_stream import H2Stream, StreamCycle
 from devserve.serve.h2_ws import H2WebSocket
-from devserve.serve.responses import TOO_LARGE, for_verdict
-from devserve.serve.state import Connection, WorkerState
+from devserve.serve.responses import TOO_LARGE
+from devserve.serve.state import TCPConnection, WorkerState
 from devserve.serve.ws import websocket_scope
 
 logger = logging.getLogger("devserve.error")
@@ -59,15 +59,13 @@ class H2Upgrade:
     head: RequestHead
 
 
-class H2Protocol(asyncio.Protocol, Connection):
+class H2Protocol(TCPConnection):
     """One HTTP/2 connection (TLS with ALPN h2, h2c prior knowledge, or an h2c upgrade)."""
 
     def __init__(self, state: WorkerState, loop: asyncio.AbstractEventLoop, scheme: str = "http",
                  upgrade: H2Upgrade | None = None) -> None:
+        super().__init__(state, loop, scheme)
         config = state.config
-        self.state = state
-        self.loop = loop
-        self.scheme = scheme
         self.h2 = H2Server(max_concurrent_streams=config.h2_max_concurrent_streams,
                            max_header_list_size=config.h2_max_header_list_size,
                            enable_connect_protocol=config.ws != "none")
@@ -75,11 +73,6 @@ class H2Protocol(asyncio.Protocol, Connection):
         self.streams: dict[int, H2Stream] = {}
         self.websockets: dict[int, H2WebSocket] = {}  # their output streams are in .streams
         self.blocked: dict[int, H2Stream] = {}  # streams with bytes waiting for credit
-        self.transport: asyncio.Transport | None = None
-        self.server: tuple[str, int] | None = None
-        self.client: tuple[str, int] | None = None
-        self.client_str = ""
-        self.closing = False
         self.write_paused = False
         self._flush_pending = False
         self._idle_deadline: float | None = None
@@ -89,13 +82,7 @@ class H2Protocol(asyncio.Protocol, Connection):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.state.connections.add(self)
-        self.server = socket_address(transport.get_extra_info("sockname"))
-        self.client = socket_address(transport.get_extra_info("peername"))
-        self.client_str = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-        if transport.get_extra_info("sslcontext") is not None:
-            self.scheme = "https"
+        super().connection_made(transport)
         upgrade = self.upgrade
         self.h2.initiate(upgrade.settings if upgrade is not None else None)
         self._last_seen = self.loop.time()
@@ -208,14 +195,8 @@ class H2Protocol(asyncio.Protocol, Connection):
         if event.end_stream:
             stream.request_ended = True
             cycle.end_body()
-        verdict = admit(state.limits, scope["path"], event.headers, draining=state.draining,
-                        shutting_down=state.shutting_down, connections=len(state.connections),
-                        in_flight=len(state.tasks))
-        app = state.app if verdict is Verdict.APP else for_verdict(verdict).asgi
-        task = self.loop.create_task(cycle.run(app))
-        if verdict.is_work:  # like HTTP/1.1: a 503 is not work a drain should wait for
-            state.tasks.add(task)
-            task.add_done_callback(state.tasks.discard)
+        verdict = state.admit(scope["path"], event.headers)
+        task = state.start_cycle(self.loop, cycle, verdict, state.app)
         task.add_done_callback(stream.task_done)
 
     def _open_tunnel(self, event: RequestOpened) -> None:

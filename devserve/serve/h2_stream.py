@@ -18,6 +18,7 @@ from h2.exceptions import H2Error
 from devserve.asgi.cycle import Headers, HTTPCycle
 from devserve.asgi.types import Message
 from devserve.protocols.http2 import H2Server
+from devserve.serve.flow import Waiters
 from devserve.serve.state import WorkerState
 
 logger = logging.getLogger("devserve.error")
@@ -77,7 +78,7 @@ class H2Stream:
 
     __slots__ = ("body_done", "buf", "closed", "conn", "continue_sent", "cycle",
                  "expect_trailers", "expects_continue", "finished", "head_sent", "on_gone",
-                 "received", "request_ended", "sid", "sized", "trailers", "unacked", "waiter")
+                 "received", "request_ended", "sid", "sized", "trailers", "unacked", "writers")
 
     def __init__(self, conn: StreamHost, sid: int, expects_continue: bool) -> None:
         self.conn = conn
@@ -96,7 +97,7 @@ class H2Stream:
         self.trailers: Headers | None = None
         self.unacked = 0  # body bytes fed to the cycle, not yet credited to the client
         self.received = 0
-        self.waiter: asyncio.Future[None] | None = None
+        self.writers = Waiters()  # the app's send(), waiting for credit or the transport
         self.on_gone: Callable[[], None] | None = None  # told once when the stream is gone
 
     # -- CycleOwner ------------------------------------------------------------------------
@@ -128,8 +129,7 @@ class H2Stream:
     async def wait_writable(self) -> None:
         conn = self.conn
         while not self.closed and (self.buf or conn.write_paused):
-            waiter = self.waiter = conn.loop.create_future()
-            await waiter
+            await self.writers.wait()
 
     def want_body(self) -> None:
         if self.unacked and not self.closed:
@@ -198,7 +198,4 @@ class H2Stream:
         self.wake()
 
     def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            self.waiter = None
-            waiter.set_result(None)
+        self.writers.wake()

@@ -30,8 +30,9 @@ from devserve.protocols.http3 import (
     RequestOpened,
     StreamReset,
 )
-from devserve.serve.admission import Verdict, admit, body_over_limit
-from devserve.serve.responses import TOO_LARGE, for_verdict
+from devserve.serve.admission import body_over_limit
+from devserve.serve.flow import Waiters
+from devserve.serve.responses import TOO_LARGE
 from devserve.serve.state import WorkerState
 
 logger = logging.getLogger("devserve.error")
@@ -79,7 +80,7 @@ class H3Stream:
     """One request/response exchange on a QUIC bidirectional stream."""
 
     __slots__ = ("closed", "conn", "cycle", "finished", "paused", "received", "request_ended",
-                 "sid", "waiter")
+                 "sid", "writers")
 
     def __init__(self, conn: H3Conn, sid: int) -> None:
         self.conn = conn
@@ -90,7 +91,7 @@ class H3Stream:
         self.request_ended = False
         self.paused = False
         self.received = 0
-        self.waiter: asyncio.Future[None] | None = None
+        self.writers = Waiters()  # the app's send(), waiting for acknowledgements
 
     # -- CycleOwner ------------------------------------------------------------------------
     def write_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
@@ -125,8 +126,7 @@ class H3Stream:
     async def wait_writable(self) -> None:
         conn = self.conn
         while not self.closed and conn.proto.send_backlog(self.sid) > SEND_HIGH_WATER:
-            waiter = self.waiter = conn.loop.create_future()
-            await waiter
+            await self.writers.wait()
 
     def want_body(self) -> None:
         if self.paused and not self.closed:
@@ -165,10 +165,7 @@ class H3Stream:
         self.wake()
 
     def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            self.waiter = None
-            waiter.set_result(None)
+        self.writers.wake()
 
 
 class H3Conn:
@@ -204,8 +201,7 @@ class H3Conn:
             elif isinstance(event, ConnectionEnded):
                 self._ended()
         for stream in list(self.streams.values()):
-            if stream.waiter is not None:
-                stream.wake()  # acknowledgements may have made room: re-check the backlog
+            stream.wake()  # acknowledgements may have made room: re-check the backlog
 
     def _open_stream(self, event: RequestOpened) -> None:
         worker = self.worker
@@ -236,14 +232,8 @@ class H3Conn:
             stream.request_ended = True
             cycle.end_body()
         # The endpoint already refuses connections beyond --limit-concurrency: count streams.
-        verdict = admit(state.limits, scope["path"], event.headers, draining=state.draining,
-                        shutting_down=worker.closing or state.shutting_down,
-                        in_flight=len(state.tasks))
-        app = ref.app if verdict is Verdict.APP else for_verdict(verdict).asgi
-        task = self.loop.create_task(cycle.run(app))
-        if verdict.is_work:  # like HTTP/1.1: a 503 is not work a drain should wait for
-            state.tasks.add(task)
-            task.add_done_callback(state.tasks.discard)
+        verdict = state.admit(scope["path"], event.headers, closing=worker.closing)
+        state.start_cycle(self.loop, cycle, verdict, ref.app)
 
     def _on_body(self, event: BodyData) -> None:
         stream = self.streams.get(event.stream_id)

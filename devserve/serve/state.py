@@ -11,11 +11,12 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from devserve.asgi.scope import TrustedProxies
+from devserve.asgi.scope import TrustedProxies, socket_address
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config
 from devserve.lifecycle import LifecycleCollector, RequestCompleted
-from devserve.serve.admission import Limits
+from devserve.serve.admission import Headers, Limits, Verdict, admit
+from devserve.serve.responses import for_verdict
 
 if TYPE_CHECKING:
     from devserve.asgi.cycle import HTTPCycle
@@ -54,6 +55,30 @@ class Connection:
     def detach_if_idle(self) -> socket.socket | None:
         """The raw socket of an idle connection, detached for another loop; else None."""
         return None
+
+
+class TCPConnection(asyncio.Protocol, Connection):
+    """An accepted TCP connection that speaks HTTP itself (``H1Protocol``, ``H2Protocol``): its
+    transport, addresses and scheme, in the worker's connection set from ``connection_made``."""
+
+    def __init__(self, state: WorkerState, loop: asyncio.AbstractEventLoop, scheme: str) -> None:
+        self.state = state
+        self.loop = loop
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.client_str = ""
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.state.connections.add(self)
+        self.server = socket_address(transport.get_extra_info("sockname"))
+        self.client = socket_address(transport.get_extra_info("peername"))
+        self.client_str = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
 
 
 class WorkerState:
@@ -110,6 +135,26 @@ class WorkerState:
             date = formatdate(now, usegmt=True).encode("ascii")
             self._headers = [(b"date", date), *self._static_headers]
         return self._headers
+
+    def admit(self, path: str, headers: Headers, *, closing: bool = False) -> Verdict:
+        """:func:`~devserve.serve.admission.admit` with this worker's limits and state.
+        *closing* is the worker's own stop flag where it has one (HTTP/3). Connections counted
+        are this worker's TCP ones: an HTTP/3 worker has none, its endpoint caps QUIC
+        connections itself."""
+        return admit(self.limits, path, headers, draining=self.draining,
+                     shutting_down=closing or self.shutting_down,
+                     connections=len(self.connections), in_flight=len(self.tasks))
+
+    def start_cycle(self, loop: asyncio.AbstractEventLoop, cycle: HTTPCycle, verdict: Verdict,
+                    app: ASGIApp) -> asyncio.Task[None]:
+        """Run *cycle* with *app* when admitted, else with the server's own answer. Admitted
+        work joins :attr:`tasks`, which a drain waits for; a refusal (503) is not work."""
+        task = loop.create_task(cycle.run(app if verdict is Verdict.APP
+                                          else for_verdict(verdict).asgi))
+        if verdict.is_work:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return task
 
     def request_done(self, cycle: HTTPCycle, http_version: str, client: str) -> None:
         """Access log line and RequestCompleted event for one finished request."""

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from devserve.asgi.scope import ASGI_VERSION, apply_proxy_headers, split_target
 from devserve.protocols.websocket import WebSocketConnection
+from devserve.serve.flow import WriteFlow
 from devserve.serve.state import WorkerState
 from devserve.serve.ws_session import Headers, WSSession
 
@@ -38,8 +39,7 @@ class WSProtocol(asyncio.Protocol, WSSession):
                                  allow_deflate=config.ws_per_message_deflate)
         WSSession.__init__(self, state, loop, scope, ws)
         self.transport: asyncio.Transport | None = None
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._writes = WriteFlow()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,19 +59,13 @@ class WSProtocol(asyncio.Protocol, WSSession):
         self.state.connections.discard(self)
         self.disconnect(1006 if not self.closed else 1000, "")
         self.closed = True
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._writes.release()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._writes.pause()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self._writes.resume()
 
     # -- WSSession hooks -------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -107,10 +101,7 @@ class WSProtocol(asyncio.Protocol, WSSession):
         return self.transport is None or self.transport.is_closing()
 
     async def _wait_writable(self) -> None:
-        if self._write_paused:
-            waiter: asyncio.Future[None] = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
+        await self._writes.wait()
 
 
 def websocket_scope(*, head_target: bytes, headers: Headers, scheme: str,
