@@ -33,11 +33,13 @@ from _load import LOCALHOST as LOCALHOST
 from _load import HttpLoad, wrk_available
 from _machine import REPO_ROOT as REPO_ROOT
 from _machine import host_label, loadavg, machine_info
+from _machine import uncommitted as uncommitted
 from _servers import RunningServer as RunningServer
 from _servers import ServerError as ServerError
 from _servers import ServerSpec as ServerSpec
 from _servers import free_port as free_port
 from _servers import measure_server
+from _servers import tree_usage as tree_usage
 from _servers import wait_ready as wait_ready
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"

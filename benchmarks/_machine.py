@@ -62,6 +62,17 @@ def _git_commit() -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+def uncommitted(path: str = "devserve") -> list[str] | None:
+    """Files under *path* that differ from the commit (read-only ``git status``): with others'
+    edits in the working tree, the commit alone does not say what was measured."""
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain", "--", path], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line[3:] for line in proc.stdout.splitlines()] if proc.returncode == 0 else None
+
+
 def machine_info(
     packages: Sequence[str] = (), tools: Mapping[str, Sequence[str]] | None = None
 ) -> dict[str, Any]:

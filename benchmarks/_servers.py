@@ -167,6 +167,55 @@ def running_server(spec: ServerSpec, *, start_timeout: float = 20.0, stop_grace:
         stop_process(process, grace=stop_grace)
 
 
+def process_usage(pid: int) -> dict[str, Any] | None:
+    """RSS (MiB), threads, open fds and whether it is a zombie (exited, not reaped by its
+    parent), from Linux /proc; None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {"rss_mib": int(fields.get("VmRSS", "0 kB").split()[0]) / 1024,
+            "threads": int(fields.get("Threads", "0")), "fds": fds,
+            "zombie": fields.get("State", "").strip().startswith("Z")}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below *pid* (children, grandchildren...), from the PPids in /proc: a
+    server's workers, or a reloader's current child."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_usage(pid: int) -> dict[str, Any]:
+    """What a server holds: ``rss_mib``, ``fds``, ``threads`` of *pid*, and ``tree_...`` the same
+    summed over it and all its descendants (RSS summed: shared pages count once per process),
+    ``tree_processes`` and ``tree_zombies``. A reloader that restarts a child, or a supervisor
+    with worker processes, is measured whole only by its tree."""
+    found = process_usage(pid)
+    tree = [u for u in [found, *map(process_usage, descendants(pid))] if u is not None]
+    own = found or {}
+    return {"rss_mib": round(own.get("rss_mib", 0.0), 1), "fds": own.get("fds", 0),
+            "threads": own.get("threads", 0),
+            "tree_rss_mib": round(sum(u["rss_mib"] for u in tree), 1),
+            "tree_fds": sum(u["fds"] for u in tree),
+            "tree_threads": sum(u["threads"] for u in tree),
+            "tree_processes": len(tree), "tree_zombies": sum(u["zombie"] for u in tree)}
+
+
 def measure_server(spec: ServerSpec, measure: Callable[[RunningServer], Mapping[str, Any]], *,
                    start_timeout: float, log_dir: Path | None = None) -> dict[str, Any]:
     """One run: start ``spec``, ``measure`` it, stop it; a server that died during the run
