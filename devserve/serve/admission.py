@@ -3,11 +3,14 @@ HTTP/2, HTTP/3 and the blocking HTTP/1.1 path): run the user's app, or let the s
 
 The first rule that applies wins:
 
-1. shutting down: ``503`` (the health endpoint too), so a load balancer moves on;
-2. the ``--health-path`` endpoint: ``200`` while serving, ``503`` while draining;
-3. a declared body over ``--limit-request-body``: ``413`` without running the app;
-4. over ``--limit-concurrency`` (open connections, or requests already running): ``503``;
-5. otherwise the app.
+1. the ``--health-path`` endpoint: ``200`` while serving, ``503`` once the worker is
+   *unhealthy* (the ``--shutdown-delay`` began, it drains for a reload, or it is stopping), so
+   a load balancer moves on;
+2. a declared body over ``--limit-request-body``: ``413`` without running the app;
+3. over ``--limit-concurrency`` (open connections, or requests already running): ``503``;
+4. otherwise the app — while stopping too: a request that reached a worker is answered, never
+   turned away (new connections are refused at the listener instead, which a client or a
+   balancer can safely retry elsewhere).
 
 Why one function: four copies of these rules used to disagree (the sync path answered the
 health endpoint 200 while draining and ignored ``--root-path``; HTTP/3 had no health endpoint
@@ -32,8 +35,7 @@ class Verdict(enum.Enum):
 
     APP = "app"  # the user's app
     HEALTHY = "healthy"  # --health-path while serving: 200
-    UNHEALTHY = "unhealthy"  # --health-path while draining: 503
-    STOPPING = "stopping"  # shutting down: 503
+    UNHEALTHY = "unhealthy"  # --health-path while draining or stopping: 503
     TOO_LARGE = "too_large"  # the declared body is over --limit-request-body: 413
     BUSY = "busy"  # over --limit-concurrency: 503
 
@@ -62,17 +64,16 @@ class Limits:
                    limit_request_body=config.limit_request_body)
 
 
-def admit(limits: Limits, path: str, headers: Headers, *, draining: bool = False,
-          shutting_down: bool = False, connections: int = 0, in_flight: int = 0) -> Verdict:
+def admit(limits: Limits, path: str, headers: Headers, *, unhealthy: bool = False,
+          connections: int = 0, in_flight: int = 0) -> Verdict:
     """Decide who answers a request for *path* (the ASGI ``path``: ``--root-path`` included).
 
-    *connections* counts open connections (this one included), *in_flight* the requests
-    already running (this one not included).
+    *unhealthy*: the health endpoint says 503 (shutdown delay, drain, stop). *connections*
+    counts open connections (this one included), *in_flight* the requests already running
+    (this one not included).
     """
-    if shutting_down:
-        return Verdict.STOPPING
     if limits.health_path is not None and path == limits.health_path:
-        return Verdict.UNHEALTHY if draining else Verdict.HEALTHY
+        return Verdict.UNHEALTHY if unhealthy else Verdict.HEALTHY
     body_limit = limits.limit_request_body
     if body_limit is not None:
         length = declared_length(headers)

@@ -52,6 +52,11 @@ class SyncOwner(Protocol):
     def release(self, conn: SyncConnection) -> None:
         """Park an idle keep-alive connection until the client sends again."""
 
+    def close_gracefully(self, conn: SyncConnection) -> None:
+        """Close *conn* without a reset: FIN, then read and discard until the client's EOF
+        (unread request bytes at ``close()`` would make the kernel send an RST, which can
+        destroy the response still on its way)."""
+
     def retire(self) -> None:
         """``--limit-max-requests`` was reached: drain like a reload."""
 
@@ -115,7 +120,7 @@ class SyncConnectionServer:
         owner = self.owner
         while True:
             if not self._serve_one(served):
-                conn.close()
+                owner.close_gracefully(conn)
                 return
             mode = owner.mode
             if mode == "force":
@@ -125,7 +130,7 @@ class SyncConnectionServer:
             if pipelined and (mode == "running" or owner.owns_distributor):
                 continue
             if served.events:
-                conn.close()  # cannot carry parsed events across threads; never expected
+                owner.close_gracefully(conn)  # parsed events cannot cross threads; not expected
                 return
             owner.release(conn)
             return
@@ -196,8 +201,9 @@ class SyncConnectionServer:
             in_flight = self._in_flight
             self._in_flight += 1
         try:
-            verdict = admit(limits, path, head.headers, draining=mode == "draining",
-                            shutting_down=stopping, in_flight=in_flight)
+            verdict = admit(limits, path, head.headers,
+                            unhealthy=mode != "running" or not state.healthy,
+                            in_flight=in_flight)
             if verdict is not Verdict.APP:
                 status, keep = self._canned(served, for_verdict(verdict), extra,
                                             force_close or verdict.refused)

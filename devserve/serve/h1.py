@@ -74,11 +74,14 @@ class H1Protocol(TCPConnection):
         self._writes.release()
 
     def eof_received(self) -> bool | None:
-        self.h1.feed(b"")
-        self._process()
-        return None
+        if not self.closing:
+            self.h1.feed(b"")
+            self._process()
+        return None  # the transport closes (a lingering close ends here)
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # closing gracefully: read and discard until the client's EOF
         self._idle_deadline = None
         if self.cycle is None and self._head_deadline is None:
             self._head_deadline = self.loop.time() + self.state.config.timeout_request_header
@@ -153,8 +156,7 @@ class H1Protocol(TCPConnection):
             state.config.ws != "none"
             and head.method == b"GET"
             and is_websocket_upgrade(head.headers)
-            and not state.shutting_down
-        ):
+        ):  # while stopping too: the session closes it with 1001 right after the handshake
             self._upgrade_to_websocket(head)
             return
         verdict = state.admit(scope["path"], head.headers)
@@ -345,7 +347,7 @@ class H1Protocol(TCPConnection):
                 except h11.LocalProtocolError:
                     pass  # a fixed-length body cannot be ended early: the close says it
             cycle.mark_disconnected()
-        self._close()
+        self._close(graceful=False)
 
     # -- helpers ---------------------------------------------------------------------------
     def _pause_reading(self) -> None:
@@ -353,11 +355,18 @@ class H1Protocol(TCPConnection):
             self._read_paused = True
             self.transport.pause_reading()
 
-    def _close(self) -> None:
+    def _close(self, *, graceful: bool = True) -> None:
+        """Close gracefully (FIN, then discard what the client still sends until its EOF, see
+        ``TCPConnection.close_gracefully``) so a response is never destroyed by a reset; a
+        forced close just closes."""
         if not self.closing and self.transport is not None:
             self.closing = True
             self._cancel_timers()
-            self.transport.close()
+            if graceful:
+                self._read_paused = False  # lingering reads (and discards) again
+                self.close_gracefully()
+            else:
+                self.transport.close()
 
     def _cancel_timers(self) -> None:
         self._idle_deadline = None
@@ -367,8 +376,12 @@ class H1Protocol(TCPConnection):
         self._idle_deadline = self.loop.time() + self.state.config.timeout_keep_alive
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the worker's sweep: close idle connections, 408 a slow request head."""
-        if self.cycle is not None or self.closing:
+        """Called by the worker's sweep: close idle connections, 408 a slow request head, cut
+        a lingering close that lasted too long."""
+        if self.closing:
+            self.check_linger(now)
+            return
+        if self.cycle is not None:
             return
         if self._head_deadline is not None and now >= self._head_deadline:
             self._head_deadline = None

@@ -171,8 +171,8 @@ class H2Protocol(TCPConnection):
     def _open_stream(self, event: RequestOpened) -> None:
         state = self.state
         sid = event.stream_id
-        if event.protocol is not None and not state.shutting_down:
-            self._open_tunnel(event)
+        if event.protocol is not None:
+            self._open_tunnel(event)  # while stopping too: the session closes it with 1001
             return
         try:
             scope = http_scope(
@@ -336,8 +336,8 @@ class H2Protocol(TCPConnection):
     def _flush(self) -> None:
         self._flush_pending = False
         transport = self.transport
-        if transport is None or transport.is_closing():
-            return
+        if transport is None or transport.is_closing() or self.linger_deadline is not None:
+            return  # gone, or closing gracefully (FIN sent: nothing more may be written)
         data = self.h2.data_to_send()
         if data:
             transport.write(data)
@@ -351,8 +351,7 @@ class H2Protocol(TCPConnection):
         for stream in list(self.streams.values()):
             stream.disconnect()
         self.streams.clear()
-        if self.transport is not None:
-            self.transport.close()
+        self.close_gracefully()  # GOAWAY is out; a reset must not destroy it
 
     # -- Connection (drain / stop) ---------------------------------------------------------
     def start_draining(self) -> None:
@@ -395,6 +394,7 @@ class H2Protocol(TCPConnection):
 
     def check_timeouts(self, now: float) -> None:
         if self.closing:
+            self.check_linger(now)
             return
         for ws in list(self.websockets.values()):
             ws.check_timeouts(now)

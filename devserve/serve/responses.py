@@ -55,7 +55,6 @@ INTERNAL_ERROR = Canned(500, b"Internal Server Error\n")
 _BY_VERDICT = {
     Verdict.HEALTHY: HEALTHY,
     Verdict.UNHEALTHY: UNAVAILABLE,
-    Verdict.STOPPING: UNAVAILABLE,
     Verdict.BUSY: UNAVAILABLE,
     Verdict.TOO_LARGE: TOO_LARGE,
 }

@@ -16,7 +16,14 @@ from collections.abc import Callable
 from devserve.protocols.http2 import PREFACE
 from devserve.serve.h1 import DRAIN_IDLE_CLOSE, H1Protocol
 from devserve.serve.h2 import H2Protocol
-from devserve.serve.state import Connection, WorkerState, detach_transport_socket
+from devserve.serve.state import (
+    LINGER,
+    Connection,
+    WorkerState,
+    cut,
+    detach_transport_socket,
+    shut_write,
+)
 from devserve.serve.switch import take_over
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
@@ -56,6 +63,8 @@ class SniffProtocol(asyncio.Protocol, Connection):
             self.start_draining()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # closing gracefully: discard until the client's EOF
         buffer = self._buffer + data if self._buffer else data
         size = min(len(buffer), len(PREFACE))
         if buffer[:size] != PREFACE[:size]:
@@ -90,15 +99,23 @@ class SniffProtocol(asyncio.Protocol, Connection):
             self._deadline = soon
 
     def force_close(self) -> None:
-        if not self.closing and self.transport is not None:
-            self.closing = True
-            self.transport.abort()
+        if self.transport is None or (self.closing and self._deadline is None):
+            return  # handed over to another protocol (or already closed)
+        self.closing = True
+        self._deadline = None
+        self.transport.abort()
 
     def check_timeouts(self, now: float) -> None:
-        if not self.closing and self._deadline is not None and now >= self._deadline:
+        """Close a silent connection gracefully at its deadline; cut it :data:`LINGER` later
+        if the client never closes its side."""
+        if self._deadline is None or now < self._deadline or self.transport is None:
+            return
+        if self.closing:
+            self._deadline = None
+            cut(self.transport)
+        else:
             self.closing = True
-            if self.transport is not None:
-                self.transport.close()
+            self._deadline = now + LINGER if shut_write(self.transport) else None
 
     def detach_if_idle(self) -> socket.socket | None:
         """Nothing read yet: the next generation can take the socket as is (thread mode)."""

@@ -23,6 +23,34 @@ if TYPE_CHECKING:
 
 access_logger = logging.getLogger("devserve.access")
 
+LINGER = 2.0  # seconds a closing connection keeps reading (and discarding) before it is cut
+
+
+def shut_write(transport: Any) -> bool:
+    """Close a connection without an RST: send FIN (``write_eof``) and keep reading, so bytes
+    the client sent meanwhile are read and discarded instead of making the kernel answer them
+    with a reset (which can destroy the response still on its way). The transport closes on the
+    client's EOF; the caller cuts it after :data:`LINGER` (:func:`cut`). True when
+    lingering; False when closed at once (TLS: ``close()`` sends close_notify itself)."""
+    if transport.is_closing():
+        return False
+    if not transport.can_write_eof():
+        transport.close()
+        return False
+    try:
+        transport.write_eof()
+        transport.resume_reading()
+    except (OSError, RuntimeError):
+        transport.abort()
+        return False
+    return True
+
+
+def cut(transport: Any) -> None:
+    """A lingering connection's client never closed its side: cut it now."""
+    if not transport.is_closing():
+        transport.abort()
+
 
 def detach_transport_socket(transport: Any) -> socket.socket | None:
     """Take a connection's socket away from its event loop (thread-mode reload handoff): dup
@@ -70,6 +98,19 @@ class TCPConnection(asyncio.Protocol, Connection):
         self.client: tuple[str, int] | None = None
         self.client_str = ""
         self.closing = False
+        self.linger_deadline: float | None = None  # closing gracefully: cut it then
+
+    def close_gracefully(self) -> None:
+        """FIN now, read and discard until the client's EOF (:func:`shut_write`); the sweep
+        cuts it after :data:`LINGER` (:meth:`check_linger`)."""
+        if self.transport is not None and shut_write(self.transport):
+            self.linger_deadline = self.loop.time() + LINGER
+
+    def check_linger(self, now: float) -> None:
+        if (self.linger_deadline is not None and now >= self.linger_deadline
+                and self.transport is not None):
+            self.linger_deadline = None
+            cut(self.transport)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -102,8 +143,9 @@ class WorkerState:
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.total_requests = 0
-        self.draining = False  # reload drain: finish in-flight, close after, accept nothing new
-        self.shutting_down = False  # shutdown: new requests get 503 + Retry-After
+        self.draining = False  # drain (reload or stop): every response closes its connection
+        self.shutting_down = False  # the drain is a stop (WebSocket 1001, no hand-over)
+        self.unhealthy = False  # --shutdown-delay: the health endpoint answers 503, all else runs
         # Thread-mode reload: where idle connections of a draining worker go (the new gen).
         self.handoff: Callable[[socket.socket], None] | None = None
         self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
@@ -136,13 +178,17 @@ class WorkerState:
             self._headers = [(b"date", date), *self._static_headers]
         return self._headers
 
+    @property
+    def healthy(self) -> bool:
+        """What the health endpoint says: False from the shutdown delay on, and while draining."""
+        return not (self.unhealthy or self.draining or self.shutting_down)
+
     def admit(self, path: str, headers: Headers, *, closing: bool = False) -> Verdict:
         """:func:`~devserve.serve.admission.admit` with this worker's limits and state.
         *closing* is the worker's own stop flag where it has one (HTTP/3). Connections counted
         are this worker's TCP ones: an HTTP/3 worker has none, its endpoint caps QUIC
         connections itself."""
-        return admit(self.limits, path, headers, draining=self.draining,
-                     shutting_down=closing or self.shutting_down,
+        return admit(self.limits, path, headers, unhealthy=closing or not self.healthy,
                      connections=len(self.connections), in_flight=len(self.tasks))
 
     def start_cycle(self, loop: asyncio.AbstractEventLoop, cycle: HTTPCycle, verdict: Verdict,

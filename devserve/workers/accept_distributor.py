@@ -11,8 +11,13 @@ Why this shape:
 - This thread never blocks on a peer: TLS handshakes happen on the worker thread that takes
   the connection (with a timeout); a 503 is one small non-blocking send followed by a
   lingering close (read and discard until EOF) so the client sees the answer, not a reset.
+  Every connection a worker closes lingers here the same way (:meth:`close_gracefully`).
 - In thread mode one distributor serves every generation: a reload only changes which
   SyncWorkers take from the queue, so nothing is dropped while generations overlap.
+- Stopping: :meth:`stop_accepting` closes its listener fd — when it is the last one open,
+  after accepting what the kernel still queues (a queued connection would be reset by the
+  close). Draining (a reload in process mode, or the stop) serves what parked connections
+  still send within a short grace, then closes them gracefully.
 
 The connection that travels through the queue (:class:`SyncConnection`) and the blocking
 request path that serves it live in ``devserve/serve/`` (``blocking_conn.py``, ``blocking_h1.py``).
@@ -103,9 +108,11 @@ class AcceptDistributor:
         self._wake_w.setblocking(False)
         self._lock = threading.Lock()
         self._incoming: list[SyncConnection] = []
+        self._closing: list[socket.socket] = []  # closed by a worker: linger here
+        self._stop_accepting: list[tuple[bool, threading.Event]] = []
         self._idle: set[SyncConnection] = set()
         self._lingering: dict[socket.socket, float] = {}
-        self._mode = "running"  # running | draining | shutdown | closed
+        self._mode = "running"  # running | draining | closed
         self._drain_deadline = 0.0
         self._thread: threading.Thread | None = None
 
@@ -127,7 +134,7 @@ class AcceptDistributor:
 
     def release(self, conn: SyncConnection) -> None:
         """Park an idle keep-alive connection until the client sends again."""
-        if conn.has_pending() and self._mode in ("running", "draining"):
+        if conn.has_pending() and self._mode != "closed":
             self.queue.put(conn)
             return
         with self._lock:
@@ -142,22 +149,54 @@ class AcceptDistributor:
         sock.setblocking(True)
         self.release(SyncConnection(sock))
 
+    def close_gracefully(self, conn: SyncConnection) -> None:
+        """A worker is done with *conn*: FIN now, then read and discard here until the
+        client's EOF (or ``LINGER``), so unread request bytes never turn into a reset. TLS
+        connections just close (``shutdown`` would skip close_notify)."""
+        sock = conn.sock
+        if conn.needs_handshake or isinstance(sock, ssl.SSLSocket):
+            conn.close()
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        with self._lock:
+            handed = self._mode != "closed"
+            if handed:
+                self._closing.append(sock)
+        if handed:
+            self._wake()
+        else:
+            conn.close()
+
+    def stop_accepting(self, backlog: bool) -> threading.Event:
+        """Close the listener fd this distributor holds; set the returned event once it is
+        closed. *backlog*: it is the last open fd of the listener (the caller closed the
+        others), so first accept and queue what the kernel still holds — closing the last fd
+        resets queued connections, and from then on new ones are refused."""
+        done = threading.Event()
+        with self._lock:
+            running = self._thread is not None and self._mode != "closed"
+            if running:
+                self._stop_accepting.append((backlog, done))
+        if running:
+            self._wake()
+        else:
+            self._close_listener(backlog=False)  # nobody would serve what it accepted
+            done.set()
+        return done
+
     def start_draining(self) -> None:
-        """Stop accepting (the listener stays open in the Supervisor); idle connections get
-        ``DRAIN_IDLE_CLOSE`` seconds to send one last request, then close."""
+        """Stop accepting (a reload: the Supervisor keeps the listener open; a stop: it was
+        closed already); idle connections get ``DRAIN_IDLE_CLOSE`` seconds to send one last
+        request — answered, with ``Connection: close`` — then close gracefully."""
         with self._lock:
             if self._mode != "running":
                 return
             self._mode = "draining"
             self._drain_deadline = time.monotonic() + DRAIN_IDLE_CLOSE
-        self._wake()
-
-    def start_shutdown(self) -> None:
-        """From now on every new request (new or parked connection) is answered ``503``."""
-        with self._lock:
-            if self._mode in ("shutdown", "closed"):
-                return
-            self._mode = "shutdown"
         self._wake()
 
     @property
@@ -170,8 +209,9 @@ class AcceptDistributor:
             return False
         return self._mode != "draining" or self.idle_count == 0
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop the thread and close the listener dup and every connection still held."""
+    def close(self, timeout: float = LINGER + 1.0) -> None:
+        """Stop the thread (once lingering connections closed, within ``LINGER``) and close
+        the listener dup and every connection still held."""
         with self._lock:
             if self._mode == "closed":
                 return
@@ -193,7 +233,7 @@ class AcceptDistributor:
     # -- the distributor thread ------------------------------------------------------------
     def _run(self) -> None:
         try:
-            while self._mode != "closed":
+            while self._mode != "closed" or self._lingering:
                 for key, _ in self._sel.select(self._next_timeout()):
                     data = key.data
                     if data == "listen":
@@ -214,11 +254,12 @@ class AcceptDistributor:
     def _next_timeout(self) -> float:
         return 0.1 if (self._idle or self._lingering or self._mode != "running") else 0.5
 
-    def _accept(self) -> None:
+    def _accept(self, limit: int | None = ACCEPT_BURST) -> None:
+        """Accept up to *limit* connections (None: until the kernel has none queued)."""
         listener = self._listener
-        for _ in range(ACCEPT_BURST):
-            if listener is None or self._mode == "draining":
-                return
+        count = 0
+        while listener is not None and (limit is None or count < limit):
+            count += 1
             try:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -230,8 +271,22 @@ class AcceptDistributor:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = SyncConnection(sock, needs_handshake=self._tls)
-            if self._mode == "shutdown" or not self.queue.offer(conn):
+            if not self.queue.offer(conn):
                 self._reject(conn)
+
+    def _close_listener(self, *, backlog: bool) -> None:
+        """Close the listener fd (after accepting its backlog, see :meth:`stop_accepting`)."""
+        listener = self._listener
+        if listener is None:
+            return
+        try:
+            self._sel.unregister(listener)
+        except (KeyError, ValueError):
+            pass
+        if backlog:
+            self._accept(limit=None)
+        self._listener = None
+        listener.close()
 
     def _reject(self, conn: SyncConnection) -> None:
         """503 + lingering close (TLS connections are just closed: no handshake here)."""
@@ -243,10 +298,20 @@ class AcceptDistributor:
             sock.setblocking(False)
             sock.send(UNAVAILABLE)
             sock.shutdown(socket.SHUT_WR)
-            self._sel.register(sock, selectors.EVENT_READ, "linger")
-            self._lingering[sock] = time.monotonic() + LINGER
-        except (OSError, ValueError, KeyError):
+        except OSError:
             conn.close()
+            return
+        self._linger(sock)
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Read and discard until EOF or ``LINGER`` seconds, then close (our FIN is out)."""
+        try:
+            sock.setblocking(False)
+            self._sel.register(sock, selectors.EVENT_READ, "linger")
+        except (OSError, ValueError, KeyError):
+            sock.close()
+            return
+        self._lingering[sock] = time.monotonic() + LINGER
 
     def _linger_read(self, sock: socket.socket) -> None:
         try:
@@ -272,17 +337,25 @@ class AcceptDistributor:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-        if self._mode == "draining" and self._listener is not None:
-            try:
-                self._sel.unregister(self._listener)
-            except (KeyError, ValueError):
-                pass
-            self._listener.close()  # our dup / inherited copy; the Supervisor keeps its own
-            self._listener = None
+        with self._lock:
+            requests, self._stop_accepting = self._stop_accepting, []
+        for backlog, done in requests:
+            self._close_listener(backlog=backlog)
+            done.set()
+        if self._mode != "running":
+            # Draining for a reload: the Supervisor keeps the listener open, so what is
+            # queued waits for the next generation. Closed: nothing will serve any more.
+            self._close_listener(backlog=False)
+        if self._mode == "closed":
+            for conn in list(self._idle):
+                self._close_idle(conn)
 
     def _take_incoming(self) -> None:
         with self._lock:
             incoming, self._incoming = self._incoming, []
+            closing, self._closing = self._closing, []
+        for sock in closing:
+            self._linger(sock)
         deadline = time.monotonic() + self._keep_alive
         for conn in incoming:
             if conn.has_pending():
@@ -305,9 +378,7 @@ class AcceptDistributor:
         self._on_ready(conn)
 
     def _on_ready(self, conn: SyncConnection) -> None:
-        if self._mode == "shutdown":
-            self._reject(conn)
-        elif self._mode == "closed":
+        if self._mode == "closed":
             conn.close()
         else:
             self.queue.put(conn)
@@ -315,14 +386,28 @@ class AcceptDistributor:
     def _sweep(self, now: float) -> None:
         draining_over = self._mode == "draining" and now >= self._drain_deadline
         for conn in [c for c in self._idle if draining_over or now >= c.idle_deadline]:
-            self._idle.discard(conn)
-            try:
-                self._sel.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-            conn.close()
+            self._close_idle(conn)
         for sock in [s for s, t in self._lingering.items() if now >= t]:
             self._unlinger(sock)
+
+    def _close_idle(self, conn: SyncConnection) -> None:
+        """A parked connection's time is up: close it gracefully (it may hold a request that
+        is only arriving now)."""
+        self._idle.discard(conn)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        sock = conn.sock
+        if isinstance(sock, ssl.SSLSocket):
+            conn.close()
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        self._linger(sock)
 
     def _close_all(self) -> None:
         for conn in list(self._idle):
@@ -330,13 +415,19 @@ class AcceptDistributor:
         self._idle.clear()
         with self._lock:
             incoming, self._incoming = self._incoming, []
+            closing, self._closing = self._closing, []
+            requests, self._stop_accepting = self._stop_accepting, []
         for conn in incoming:
             conn.close()
+        for sock in closing:
+            sock.close()
         for sock in list(self._lingering):
             self._unlinger(sock)
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        for _, done in requests:
+            done.set()
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()

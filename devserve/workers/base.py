@@ -4,10 +4,13 @@ worker shares (:class:`LoopWorker`).
 A worker's life: make an event loop, run the app's lifespan startup, open (start serving),
 announce ``ready``, serve until a mode change stops it, drain within ``grace``, close what remains,
 run lifespan shutdown, tear the loop down. Modes only escalate — ``running`` < ``draining``
-(reload: finish in-flight, accept nothing new) < ``shutdown`` (stop: new requests get 503) <
-``force`` (close now) — and are requested from any thread; the loop applies them. One timer per
-worker ticks: connection deadlines (subclass hook) and the dashboard's gauges (WorkerStats, sent
-only when they change).
+(reload: finish in-flight, accept nothing new; thread mode hands idle connections over) <
+``shutdown`` (stop: finish in-flight, answer what still arrives on open connections with
+``Connection: close``, accept nothing new) < ``force`` (close now) — and are requested from any
+thread; the loop applies them. Before a stop the Supervisor may mark a worker unhealthy
+(``--shutdown-delay``: only the health endpoint changes) and close its listener
+(:meth:`TCPWorker.stop_accepting`). One timer per worker ticks: connection deadlines (subclass
+hook) and the dashboard's gauges (WorkerStats, sent only when they change).
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ class TCPWorker(Protocol):
         """Reload: stop accepting, finish in-flight requests, close idle connections, exit."""
 
     def shutdown(self) -> None:
-        """Stop: in-flight requests finish within ``grace``; new ones get 503."""
+        """Stop: in-flight requests finish within ``grace``; requests still arriving on open
+        connections are answered with ``Connection: close``; idle connections close."""
 
     def force_stop(self) -> None:
         """Close every connection now and exit (after a grace ran out)."""
@@ -76,6 +80,15 @@ class TCPWorker(Protocol):
 
     def adopt(self, sock: socket.socket) -> None:
         """Serve an idle connection handed over by a draining generation."""
+
+    def mark_unhealthy(self) -> None:
+        """``--shutdown-delay`` began: the health endpoint answers 503, all else is served."""
+
+    def stop_accepting(self, backlog: bool = False) -> threading.Event:
+        """Close the listener fd this worker holds; the event is set once it is closed.
+        *backlog*: the caller closed every other fd of the listener, so this is the last one —
+        first accept and serve what the kernel still queues (closing the last fd would reset
+        those connections; from then on new ones are refused)."""
 
 
 class LoopWorker:
@@ -131,6 +144,15 @@ class LoopWorker:
 
     def force_stop(self) -> None:
         self._request(FORCE)
+
+    def mark_unhealthy(self) -> None:
+        self.state.unhealthy = True  # read by admission on the loop; one plain store
+
+    def stop_accepting(self, backlog: bool = False) -> threading.Event:
+        """No listener here (subclasses that hold one override this)."""
+        done = threading.Event()
+        done.set()
+        return done
 
     def retire(self) -> None:
         """``--limit-max-requests`` reached: drain like a reload; the Supervisor replaces it."""

@@ -9,8 +9,10 @@ loop in the middle. Each connection is served by
 A thread serves one request, then hands the connection back to the distributor (idle keep-alive
 connections never pin a thread). Control mirrors the async ``Worker``: ``start_draining()`` (reload:
 in thread mode stop taking connections, the shared distributor keeps them; in process mode stop
-accepting and close after in-flight requests), ``shutdown()`` (in-flight requests finish, new
-ones get 503), ``force_stop()``; both drains are bounded by ``grace``.
+accepting and close after in-flight requests), ``stop_accepting()`` (the distributor closes its
+listener fd, see there) and ``shutdown()`` (in-flight requests finish, what still arrives on open
+connections is answered with ``Connection: close``), ``force_stop()``; both drains are bounded
+by ``grace``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,17 @@ class SyncWorker(LoopWorker):
         """SyncOwner: an idle keep-alive connection goes back to the distributor."""
         self.distributor.release(conn)
 
+    def close_gracefully(self, conn: SyncConnection) -> None:
+        """SyncOwner: a finished connection lingers in the distributor until the client's EOF."""
+        self.distributor.close_gracefully(conn)
+
+    def stop_accepting(self, backlog: bool = False) -> threading.Event:
+        """The listener fd is the distributor's. In thread mode one distributor serves every
+        SyncWorker, so only the one asked to take the *backlog* (the last) closes it."""
+        if self.owns_distributor or backlog:
+            return self.distributor.stop_accepting(backlog)
+        return super().stop_accepting(backlog)
+
     @property
     def in_flight(self) -> int:
         return sum(1 for c in self._busy if c is not None)
@@ -130,8 +143,10 @@ class SyncWorker(LoopWorker):
             if self.owns_distributor:
                 self.distributor.start_draining()
         elif mode == SHUTDOWN:
-            self.state.shutting_down = True
-            self.distributor.start_shutdown()
+            # Parked connections get the drain grace for one more request (answered with
+            # Connection: close), then close gracefully; the threads serve until it is quiet.
+            self.state.shutting_down = self.state.draining = True
+            self.distributor.start_draining()
         elif mode == FORCE:
             for conn in list(self._busy):  # unblock the threads serving them
                 if conn is not None:

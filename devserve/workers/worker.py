@@ -1,19 +1,22 @@
 """The asyncio worker: one event loop (uvloop when available) serving the socket it is given.
 
 Thread-safe control surface (called from the Supervisor's thread): ``start_draining()`` for a
-reload (stop accepting, finish in-flight, close), ``shutdown()`` for a stop (keep answering new
-requests with 503 + Retry-After while in-flight ones finish), ``force_stop()``. Both drains are
-bounded by ``grace`` seconds; what remains is closed. Readiness is a ``threading.Event`` set only
-after lifespan startup succeeded and the listener accepts. The lifecycle itself is
-:class:`LoopWorker`'s; this module says how to serve TCP and how to drain its connections.
+reload (stop accepting, finish in-flight, close), ``stop_accepting()`` and then ``shutdown()``
+for a stop (finish in-flight requests, answer what still arrives on open connections with
+``Connection: close``), ``force_stop()``. Both drains are bounded by ``grace`` seconds; what
+remains is closed. Readiness is a ``threading.Event`` set only after lifespan startup succeeded
+and the listener accepts. The lifecycle itself is :class:`LoopWorker`'s; this module says how to
+serve TCP and how to drain its connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import socket
 import ssl
+import threading
 
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config
@@ -24,6 +27,27 @@ from devserve.serve.state import WorkerState
 from devserve.workers.base import DRAINING, FORCE, RUNNING, SHUTDOWN, LoopWorker
 
 TIMEOUT_SWEEP = 0.25  # seconds between checks of connection deadlines (their precision)
+
+logger = logging.getLogger("devserve.error")
+
+
+def accept_backlog(listener: socket.socket) -> list[socket.socket]:
+    """Accept every connection the kernel still queues on *listener* (non-blocking, until
+    EAGAIN), then close it: closed as the listener's last fd, new connections are refused from
+    here on, and none that was queued is reset."""
+    accepted: list[socket.socket] = []
+    with listener:
+        listener.setblocking(False)
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                logger.error("accept failed: %s", exc)
+                break
+            accepted.append(sock)
+    return accepted
 
 
 class Worker(LoopWorker):
@@ -55,6 +79,8 @@ class Worker(LoopWorker):
             ssl_context = create_ssl_context(config, announce=False)
         self.ssl_context = ssl_context
         self._server: asyncio.Server | None = None
+        self._listening = True  # until stop_accepting (or the drain) closes the listener
+        self._connecting: set[asyncio.Task[None]] = set()  # accepted, not yet connections
 
     def adopt(self, sock: socket.socket) -> None:
         """Serve an already-accepted connection (handed over by a draining generation)."""
@@ -62,19 +88,63 @@ class Worker(LoopWorker):
         if loop is None or loop.is_closed() or self._mode != RUNNING:
             sock.close()
             return
-        state = self.state
-
-        async def _adopt() -> None:
-            try:
-                # Cleartext only (TLS connections are never handed over): sniff h2c again.
-                await loop.connect_accepted_socket(protocol_factory(state, loop, "http"), sock)
-            except OSError:
-                sock.close()
-
         try:
-            asyncio.run_coroutine_threadsafe(_adopt(), loop)
+            # Cleartext only (TLS connections are never handed over): sniff h2c again.
+            asyncio.run_coroutine_threadsafe(self._connect(sock, None), loop)
         except RuntimeError:
             sock.close()
+
+    async def _connect(self, sock: socket.socket, ctx: ssl.SSLContext | None) -> None:
+        """Serve *sock*, accepted elsewhere, like a connection our server accepted."""
+        loop = asyncio.get_running_loop()
+        scheme = "https" if ctx is not None else "http"
+        try:
+            await loop.connect_accepted_socket(
+                protocol_factory(self.state, loop, scheme), sock, ssl=ctx,
+                ssl_handshake_timeout=10.0 if ctx is not None else None)
+        except (OSError, ssl.SSLError, TimeoutError):
+            sock.close()
+
+    def stop_accepting(self, backlog: bool = False) -> threading.Event:
+        done = threading.Event()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._listening = False  # not serving yet: _open will not start
+            done.set()
+            return done
+
+        def close() -> None:
+            self._close_listener(backlog)
+            done.set()
+
+        try:
+            loop.call_soon_threadsafe(close)
+        except RuntimeError:
+            done.set()  # the loop closed meanwhile: so did the listener
+        return done
+
+    def _close_listener(self, backlog: bool) -> None:
+        """On the loop: stop serving the listener and close its fd (``asyncio.Server.close``
+        closes the socket it was given). With *backlog*, a ``dup()`` taken first keeps the
+        listener open while what is queued is accepted (:func:`accept_backlog`) and served."""
+        self._listening = False
+        server = self._server
+        if server is None or not server.is_serving():
+            return
+        keep = None
+        if backlog:
+            try:
+                keep = self.sock.dup()
+            except OSError:
+                keep = None
+        server.close()
+        if keep is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in accept_backlog(keep):
+            task = loop.create_task(self._connect(sock, self.ssl_context))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
 
     # -- LoopWorker hooks ------------------------------------------------------------------
     async def _open(self) -> None:
@@ -83,6 +153,9 @@ class Worker(LoopWorker):
         if self.config.limit_max_requests is not None:
             state.max_requests_reached = self._stop
         scheme = "https" if self.ssl_context is not None else "http"
+        if not self._listening:
+            self.sock.close()  # the stop began before this worker could serve
+            return
         self._server = await loop.create_server(
             protocol_factory(state, loop, scheme),
             sock=self.sock,
@@ -90,6 +163,8 @@ class Worker(LoopWorker):
             ssl=self.ssl_context,
             ssl_handshake_timeout=10.0 if self.ssl_context is not None else None,
         )
+        if not self._listening:
+            self._server.close()  # stop_accepting ran while the server was being made
         if self.generation <= 1:
             # Start-up objects (the app, its modules) live forever: keep them out of GC scans
             # so full collections under load stay short. Not after a reload: the previous
@@ -108,7 +183,10 @@ class Worker(LoopWorker):
                 else:
                     conn.start_draining()
         elif mode == SHUTDOWN:
-            state.shutting_down = True
+            # Like a reload drain (every response closes its connection, idle ones get a
+            # short grace for a request already on its way), without a hand-over.
+            state.shutting_down = state.draining = True
+            state.handoff = None
             for conn in list(state.connections):
                 conn.start_draining()
         elif mode == FORCE:
@@ -117,18 +195,14 @@ class Worker(LoopWorker):
 
     async def _close(self) -> None:
         """Wait (bounded by ``grace``) until no app request is in flight and every connection
-        open when the drain began has closed. Idle keep-alive connections get a short grace
-        to carry one more request (answered with ``Connection: close``), then close; during a
-        shutdown, connections accepted later only get 503s and are not waited for."""
-        server = self._server
-        assert server is not None
+        has closed. Idle keep-alive connections get a short grace to carry one more request
+        (answered with ``Connection: close``), then close gracefully. The listener is closed
+        first (for a stop the Supervisor had it closed already, see ``stop_accepting``; for a
+        reload it keeps its own fd open, so queued connections wait for the new generation)."""
         state = self.state
-        if self._mode == DRAINING:
-            server.close()
-        initial = set(state.connections)
+        self._close_listener(backlog=False)
         await self._drain(lambda: not any(not t.done() for t in state.tasks)
-                          and not (initial & state.connections))
-        server.close()
+                          and not state.connections and not self._connecting)
         self.forced_connections = len(state.connections)
         for conn in list(state.connections):
             conn.force_close()

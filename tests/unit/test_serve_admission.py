@@ -24,20 +24,16 @@ HEALTH = Limits(health_path="/healthz")
 
 def test_without_limits_everything_goes_to_the_app() -> None:
     assert admit(Limits(), "/", []) is Verdict.APP
-    assert admit(Limits(), "/healthz", [], draining=True, connections=10**6,
+    assert admit(Limits(), "/healthz", [], unhealthy=True, connections=10**6,
                  in_flight=10**6) is Verdict.APP
 
 
-def test_health_endpoint_is_200_while_serving_and_503_while_draining_or_stopping() -> None:
+def test_health_endpoint_is_200_while_serving_and_503_once_unhealthy() -> None:
     assert admit(HEALTH, "/healthz", []) is Verdict.HEALTHY
-    assert admit(HEALTH, "/healthz", [], draining=True) is Verdict.UNHEALTHY
-    assert admit(HEALTH, "/healthz", [], shutting_down=True) is Verdict.STOPPING
+    assert admit(HEALTH, "/healthz", [], unhealthy=True) is Verdict.UNHEALTHY
     assert admit(HEALTH, "/healthz/", []) is Verdict.APP
-    assert admit(HEALTH, "/", [], draining=True) is Verdict.APP  # a drain still serves
-
-
-def test_shutting_down_refuses_every_request() -> None:
-    assert admit(Limits(), "/", [], shutting_down=True) is Verdict.STOPPING
+    # A shutdown delay, a drain or a stop still serves every other request.
+    assert admit(HEALTH, "/", [], unhealthy=True) is Verdict.APP
 
 
 def test_limit_concurrency_counts_connections_and_requests_in_flight() -> None:
@@ -75,7 +71,7 @@ def test_request_path_is_the_asgi_path_with_the_root_path() -> None:
 
 def test_canned_responses_per_verdict() -> None:
     assert for_verdict(Verdict.HEALTHY) is HEALTHY
-    for verdict in (Verdict.UNHEALTHY, Verdict.STOPPING, Verdict.BUSY):
+    for verdict in (Verdict.UNHEALTHY, Verdict.BUSY):
         assert for_verdict(verdict) is UNAVAILABLE
     assert for_verdict(Verdict.TOO_LARGE) is TOO_LARGE
     with pytest.raises(KeyError):

@@ -175,7 +175,8 @@ def test_malformed_request_gets_400_and_the_connection_closes(request_bytes: byt
         state = worker_state()
         transport = connect(state)
         transport.feed(request_bytes)
-        await wait_until_async(lambda: transport.closed, TIMEOUT, "the server closing")
+        # Closed gracefully: FIN after the answer, then it reads until the client's EOF.
+        await wait_until_async(lambda: transport.eof_written, TIMEOUT, "the server closing")
         head, _, body = transport.take().partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         assert lines[0] == b"HTTP/1.1 400 Bad Request", head
