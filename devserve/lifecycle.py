@@ -56,6 +56,16 @@ class ServerStopping(Event):
     error: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShutdownPhase(Event):
+    """Where a stop is: ``delay`` (``--shutdown-delay``: the health endpoint answers 503 for
+    *seconds* while everything else is served), then ``draining`` (new connections refused,
+    in-flight requests finish within *seconds*)."""
+
+    phase: str  # "delay" | "draining"
+    seconds: float
+
+
 # -- workers ---------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerSpawned(Event):

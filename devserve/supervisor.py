@@ -269,13 +269,13 @@ class Supervisor:
         self._stop.request()
 
     def _signal_workers_start_draining(self) -> None:
-        """Shutdown: every worker answers new requests with 503 and finishes in-flight ones."""
+        """Shutdown: every worker finishes in-flight requests and closes its connections."""
         self._generations.shutdown(self._config.timeout_graceful_shutdown)
 
     def _drain(self) -> None:
-        """Stop every worker within ``--timeout-graceful-shutdown`` (per worker), then force."""
+        """The stop (``supervision.stopping``): delay, stop accepting, drain, then force."""
         self._stop.announce("shutdown requested")
-        self._generations.stop_all(self._config.timeout_graceful_shutdown)
+        self._generations.stop_all(self._config.timeout_graceful_shutdown, self._sockets)
         if self._stop.forced:
             self.exit_code = 130
         for sock in self._sockets + self._udp_sockets:
@@ -289,10 +289,10 @@ class Supervisor:
         handle.force_stop(join_timeout)
 
     def _install_signals(self) -> None:
-        """SIGINT/SIGTERM → shutdown (2nd SIGINT → force), SIGHUP → reload; main thread only."""
+        """SIGTERM/SIGINT → shutdown (SIGINT: no delay; 2nd → force), SIGHUP → reload."""
         install_signals(stop=self._on_stop_signal, force=self.force_exit,
                         reload=self.graceful_reload)
 
     def _on_stop_signal(self, name: str) -> None:
         self._stop.announce(name)
-        self.shutdown()
+        self._stop.request(skip_delay=name == "SIGINT")  # a person at the terminal: no delay

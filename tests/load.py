@@ -95,6 +95,18 @@ def _exchange(sock: socket.socket, conn: h11.Connection, host: str, path: str
     return status, keep
 
 
+def connect_refused(host: str, port: int, timeout: float = 5.0) -> bool:
+    """One fresh connect: True when it is refused (the listener is closed), False when it is
+    accepted (closed again at once, nothing sent). Anything else (a reset, a timeout) raises:
+    a server that stops accepting must refuse, never accept and then drop."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        return True
+    sock.close()
+    return False
+
+
 class LoadClients:
     """*count* clients hammering ``host:port`` + *path* until :meth:`stop` (or, with
     ``stop_when_refused``, until each one's connect is refused)."""

@@ -80,6 +80,7 @@ class Snapshot:
     request_times: tuple[float, ...] = field(default=(), repr=False)
     total_requests: int = 0
     stopping: str | None = None
+    stop_phase: str | None = None  # where the stop is (shutdown delay, draining)
     pending_trigger: tuple[str, ...] = ()
     pending_requested_at: float | None = None
 
@@ -181,7 +182,16 @@ def reduce(s: Snapshot, e: ev.Event) -> Snapshot:
         return replace(s, error=ErrorInfo(e.error, e.location, e.traceback, e.ts))
     if isinstance(e, ev.ServerStopping):
         return replace(s, stopping=e.reason)
+    if isinstance(e, ev.ShutdownPhase):
+        return replace(s, stop_phase=phase_text(e))
     return s
+
+
+def phase_text(e: ev.ShutdownPhase) -> str:
+    """How a stop's phase reads, on the dashboard and in the log."""
+    if e.phase == "delay":
+        return f"shutdown delay: health 503 for {e.seconds:g} s"
+    return f"draining: new connections refused, in-flight requests finish within {e.seconds:g} s"
 
 
 def reduce_requests(s: Snapshot, events: list[ev.RequestCompleted]) -> Snapshot:

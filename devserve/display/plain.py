@@ -12,6 +12,7 @@ import threading
 from typing import IO, Any
 
 from devserve import lifecycle as ev
+from devserve.display.model import phase_text
 
 logger = logging.getLogger("devserve.error")
 
@@ -64,6 +65,9 @@ def describe(e: ev.Event) -> tuple[int, str] | None:
         if e.error:
             return logging.ERROR, e.reason
         return logging.INFO, f"Shutting down ({e.reason})"
+    if isinstance(e, ev.ShutdownPhase):
+        text = phase_text(e)
+        return logging.INFO, text[:1].upper() + text[1:]
     if isinstance(e, ev.LogLine):
         return logging.getLevelNamesMapping().get(e.level.upper(), logging.INFO), e.message
     return None

@@ -53,6 +53,8 @@ def header(s: Snapshot, now: float) -> RenderableType:
                 f" · up {_age(now - s.started_at) if s.started_at else '0s'}", style="dim")
     if s.stopping:
         text.append(f"\nstopping: {s.stopping}", style="bold yellow")
+        if s.stop_phase:
+            text.append(f" · {s.stop_phase}", style="yellow")
     return text
 
 

@@ -29,6 +29,7 @@ from devserve.reload.importer import LoadedApp, load_app, load_app_fresh, user_t
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.serve.h3 import AppRef
 from devserve.supervision.ipc import (
+    AcceptStopped,
     Channel,
     Failed,
     Forward,
@@ -66,6 +67,10 @@ class _Stoppable(Protocol):
 
     def start_draining(self) -> None: ...
 
+    def mark_unhealthy(self) -> None: ...
+
+    def stop_accepting(self, backlog: bool = False) -> threading.Event: ...
+
     def shutdown(self) -> None: ...
 
     def force_stop(self) -> None: ...
@@ -73,6 +78,8 @@ class _Stoppable(Protocol):
 
 class _Control:
     """The child's answers to the Supervisor's commands (see :class:`~.ipc.ChildControl`)."""
+
+    channel: Channel | None = None  # where AcceptStopped goes (set by _serve)
 
     def __init__(self, worker: _Stoppable, hub: LiveReloadHub | None, generation: int) -> None:
         self.worker = worker
@@ -87,6 +94,23 @@ class _Control:
         self.worker.grace = grace
         self._close_browser_channel()
         self.worker.start_draining()
+
+    def mark_unhealthy(self) -> None:
+        self.worker.mark_unhealthy()
+
+    def stop_accepting(self, backlog: bool) -> None:
+        """Close the listener (on the worker's loop); acknowledge once it is closed, from a
+        thread of its own so the command loop stays free (a Force may follow)."""
+        done = self.worker.stop_accepting(backlog)
+        channel = self.channel
+
+        def acknowledge() -> None:
+            done.wait()
+            if channel is not None:
+                channel.send(AcceptStopped())
+
+        threading.Thread(target=acknowledge, name="devserve-accept-stopped",
+                         daemon=True).start()
 
     def shutdown(self, grace: float) -> None:
         self.worker.grace = grace
@@ -138,7 +162,9 @@ def _serve(worker: _Stoppable, run: Any, channel: Channel, conn: Connection,
             channel.send(Ready())
 
     threading.Thread(target=report_ready, name="devserve-ready", daemon=True).start()
-    threading.Thread(target=dispatch_commands, args=(conn, _Control(worker, hub, generation)),
+    control = _Control(worker, hub, generation)
+    control.channel = channel
+    threading.Thread(target=dispatch_commands, args=(conn, control),
                      name="devserve-control", daemon=True).start()
     run()
     err = worker.startup_error

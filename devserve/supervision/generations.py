@@ -13,8 +13,9 @@ Callers hold the lifecycle lock (see :mod:`.coalesce`); crash respawns take it t
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from devserve.asgi.types import ASGIApp
@@ -28,6 +29,7 @@ from devserve.lifecycle import (
     ReloadCompleted,
     ReloadFailed,
     ReloadStarted,
+    ShutdownPhase,
     WorkerDraining,
     WorkerReady,
     WorkerSpawned,
@@ -42,6 +44,7 @@ from devserve.supervision.options import SupervisorOptions
 from devserve.supervision.rollout import Exited, Promoted
 from devserve.supervision.signals import StopRequest
 from devserve.supervision.slots import SlotGroup
+from devserve.supervision.stopping import shutdown_delay, stop_accepting
 
 READY_TIMEOUT = 60.0
 Handles = dict[int, _WorkerHandle]
@@ -264,15 +267,22 @@ class Generations:
 
     # -- stop ------------------------------------------------------------------------------
     def shutdown(self, grace: float) -> None:
-        """Every serving worker answers new requests with 503 and finishes in-flight ones."""
+        """Every serving worker finishes in-flight requests within *grace* and answers what
+        still arrives on its open connections with ``Connection: close``."""
         for handle in self.slots.handles().values():
             self._emit(WorkerDraining(slot=handle.worker_id, generation=handle.generation))
             handle.shutdown(grace)
 
-    def stop_all(self, grace: float) -> None:
-        """Final stop: drain everything within *grace* (per worker; cut short by a forced
-        stop), close what remains, tear down what outlived the generations."""
+    def stop_all(self, grace: float, sockets: Sequence[socket.socket] = ()) -> None:
+        """Final stop (see :mod:`.stopping`): health 503 for ``--shutdown-delay``, close the
+        listener (*sockets*, the Supervisor's own fds, first) so new connections are refused,
+        drain everything within *grace* (per worker; cut short by a forced stop), close what
+        remains, tear down what outlived the generations."""
         handles = list(self.slots.handles().values())
+        shutdown_delay([*handles, *self.h3.slots.handles().values()],
+                       self._config.shutdown_delay, self._stop, self._emit)
+        stop_accepting(sockets, handles)
+        self._emit(ShutdownPhase(phase="draining", seconds=grace))
         self.shutdown(grace)
         self.h3.stop_all(grace)
         deadline = time.monotonic() + grace + 1.0

@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from devserve.supervision.ipc import (
+    AcceptStopped,
     Channel,
     ChildMessage,
     Command,
     Drain,
     Failed,
     Force,
+    MarkUnhealthy,
     Ready,
     Shutdown,
+    StopAccepting,
 )
 from devserve.supervision.rollout import (
     BecameReady,
@@ -83,6 +86,7 @@ class _Handle:
         self.error_location: str | None = None
         self.started_at = time.monotonic()
         self.reader_done = threading.Event()  # process mode: the pipe reader saw EOF
+        self.accept_stopped = threading.Event()  # process mode: the child closed its listener
         self._status = Status()
         self._lock = threading.Lock()
 
@@ -142,6 +146,8 @@ class _Handle:
             self.mark_ready()
         elif isinstance(message, Failed):
             self.mark_failed(message.message, message.traceback, message.location)
+        elif isinstance(message, AcceptStopped):
+            self.accept_stopped.set()
 
     # -- the target ------------------------------------------------------------------------
     @property
@@ -205,8 +211,25 @@ class _WorkerHandle(_Handle):
         else:
             self.send(Drain(grace))
 
+    def mark_unhealthy(self) -> None:
+        """``--shutdown-delay``: its health endpoint answers 503; everything else is served."""
+        if self.worker is not None:
+            self.worker.mark_unhealthy()
+        else:
+            self.send(MarkUnhealthy())
+
+    def stop_accepting(self, backlog: bool) -> threading.Event:
+        """Close its listener fd (first accepting the *backlog*, when it holds the last one);
+        the event is set once closed. A child that is gone holds nothing: set at once."""
+        if self.worker is not None:
+            return self.worker.stop_accepting(backlog)
+        if self.channel is None or not self.channel.send(StopAccepting(backlog)):
+            self.accept_stopped.set()
+        return self.accept_stopped
+
     def shutdown(self, grace: float) -> None:
-        """Stop: new requests get 503, in-flight ones finish within *grace*, exit."""
+        """Stop: in-flight requests finish within *grace*, what still arrives on open
+        connections is answered with ``Connection: close``, exit."""
         self.apply(StopAsked())
         if self.worker is not None:
             self.worker.grace = grace
@@ -234,6 +257,13 @@ class _H3WorkerHandle(_Handle):
     @property
     def ident(self) -> str:
         return f"h3-{self.worker_id} ({_target_id(self.target)})"
+
+    def mark_unhealthy(self) -> None:
+        """``--shutdown-delay``: its health endpoint answers 503; streams are served."""
+        if self.worker is not None:
+            self.worker.mark_unhealthy()
+        else:
+            self.send(MarkUnhealthy())
 
     def stop(self, grace: float, *, force: bool = False) -> None:
         """GOAWAY, let in-flight streams finish within *grace*, close (now if *force*)."""

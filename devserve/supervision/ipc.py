@@ -1,8 +1,9 @@
 """Supervisor <-> child-process messages: frozen dataclasses over a ``multiprocessing`` pipe.
 
 Child → Supervisor: :class:`Ready`, :class:`Failed` (message, traceback, ``file:line``),
-:class:`Forward` (a lifecycle event for the displays).
-Supervisor → child: :class:`Drain` (reload), :class:`Shutdown` (stop), :class:`Force`,
+:class:`Forward` (a lifecycle event for the displays), :class:`AcceptStopped`.
+Supervisor → child: :class:`Drain` (reload), the stop in its steps (:class:`MarkUnhealthy`,
+:class:`StopAccepting`, :class:`Shutdown`), :class:`Force`,
 :class:`LivereloadError` (show a failed reload in the browser).
 
 A message is matched on its type, never on its shape. Either side may vanish at any moment, so
@@ -47,7 +48,12 @@ class Forward:
     event: Event
 
 
-ChildMessage = Ready | Failed | Forward
+@dataclass(frozen=True, slots=True)
+class AcceptStopped:
+    """The answer to :class:`StopAccepting`: this child's listener fd is closed."""
+
+
+ChildMessage = Ready | Failed | Forward | AcceptStopped
 
 
 # -- Supervisor → child --------------------------------------------------------------------------
@@ -59,8 +65,22 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class MarkUnhealthy:
+    """``--shutdown-delay`` began: the health endpoint answers 503, everything else is served."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopAccepting:
+    """Close the inherited listener fd, then answer :class:`AcceptStopped`. *backlog*: it is
+    the last open fd, so first accept (and serve) what the kernel still queues."""
+
+    backlog: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
-    """Stop: new requests get 503, in-flight ones finish within *grace* seconds, exit."""
+    """Stop: in-flight requests finish within *grace* seconds (what still arrives on open
+    connections is answered with ``Connection: close``), exit."""
 
     grace: float
 
@@ -79,7 +99,7 @@ class LivereloadError:
     traceback: str | None = None
 
 
-Command = Drain | Shutdown | Force | LivereloadError
+Command = Drain | MarkUnhealthy | StopAccepting | Shutdown | Force | LivereloadError
 
 
 class Channel:
@@ -114,7 +134,7 @@ def _received(conn: Connection) -> Iterator[object]:
 def read_messages(conn: Connection, on_message: Callable[[ChildMessage], None]) -> None:
     """Supervisor side: hand each child message to *on_message* until the child's end closes."""
     for message in _received(conn):
-        if isinstance(message, Ready | Failed | Forward):
+        if isinstance(message, Ready | Failed | Forward | AcceptStopped):
             on_message(message)
         else:
             logger.warning("ignored an unknown message from a worker process: %r", message)
@@ -124,6 +144,10 @@ class ChildControl(Protocol):
     """What a child does with the Supervisor's commands (see :func:`dispatch_commands`)."""
 
     def drain(self, grace: float) -> None: ...
+
+    def mark_unhealthy(self) -> None: ...
+
+    def stop_accepting(self, backlog: bool) -> None: ...
 
     def shutdown(self, grace: float) -> None: ...
 
@@ -139,6 +163,10 @@ def dispatch_commands(conn: Connection, control: ChildControl) -> None:
     for command in _received(conn):
         if isinstance(command, Drain):
             control.drain(command.grace)
+        elif isinstance(command, MarkUnhealthy):
+            control.mark_unhealthy()
+        elif isinstance(command, StopAccepting):
+            control.stop_accepting(command.backlog)
         elif isinstance(command, Shutdown):
             control.shutdown(command.grace)
         elif isinstance(command, Force):

@@ -1,9 +1,11 @@
 """Process signals and the stop request they (and keys, and an exhausted budget) make.
 
 SIGINT and SIGTERM stop the server; a second SIGINT forces (stop waiting for drains); SIGHUP
-asks for a graceful reload. Signal handlers can only be installed on the main thread; when the
-Supervisor runs elsewhere (inside ``devserve.server``), the caller handles signals and calls the
-Supervisor's public methods instead. POSIX-only signals are guarded (SIGHUP on Windows).
+asks for a graceful reload. SIGTERM (what orchestrators send) honours ``--shutdown-delay``;
+SIGINT (a person at the terminal) skips it, and cuts a delay already running short. Signal
+handlers can only be installed on the main thread; when the Supervisor runs elsewhere (inside
+``devserve.server``), the caller handles signals and calls the Supervisor's public methods
+instead. POSIX-only signals are guarded (SIGHUP on Windows).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from devserve.lifecycle import Event, ServerStopping
 
 
 class StopRequest:
-    """"Stop" and "stop now" as thread-safe facts, and the one ServerStopping per run, whoever
-    asked first (a signal, a key, an exhausted budget)."""
+    """"Stop", "skip the shutdown delay" and "stop now" as thread-safe facts, and the one
+    ServerStopping per run, whoever asked first (a signal, a key, an exhausted budget)."""
 
     def __init__(self, emit: Callable[[Event], None]) -> None:
         self._emit = emit
         self._stop = threading.Event()
+        self._undelayed = threading.Event()  # no (more) shutdown delay
         self._force = threading.Event()
         self._announced = threading.Lock()  # held once the ServerStopping went out
 
@@ -34,12 +37,23 @@ class StopRequest:
     def forced(self) -> bool:
         return self._force.is_set()
 
-    def request(self) -> None:
+    @property
+    def undelayed(self) -> bool:
+        return self._undelayed.is_set()
+
+    def request(self, *, skip_delay: bool = False) -> None:
+        if skip_delay:
+            self._undelayed.set()
         self._stop.set()
 
     def force(self) -> None:
         self._force.set()
+        self._undelayed.set()
         self._stop.set()
+
+    def wait_delay(self, seconds: float) -> None:
+        """Sleep through the shutdown delay, or less if a SIGINT or a forced stop says so."""
+        self._undelayed.wait(seconds)
 
     def wait(self, timeout: float) -> bool:
         """Sleep up to *timeout* seconds; True as soon as a stop was requested."""
