@@ -1,9 +1,12 @@
 """Graceful shutdown of the real server (SIGTERM / SIGINT), in both worker modes.
 
-Contract: in-flight requests finish; new requests get ``503`` + ``Retry-After`` +
-``Connection: close`` while the drain lasts; ``--health-path`` reports 503 too; exit code 0.
-A slow request (``/slow?s=..&marker=..``, which writes the marker file when it starts) holds
-the drain open so the 503 window can be observed; every wait polls a real signal.
+Contract: the listener closes first, so a new connection is *refused* (never accepted and then
+reset); in-flight requests finish; a request that still arrives on an open keep-alive
+connection is answered normally, with ``Connection: close``, and the connection then closes
+gracefully; with ``--shutdown-delay`` the health path answers 503 at once while everything else
+is served for the delay; exit code 0. A slow request (``/slow?s=..&marker=..``, which writes
+the marker file when it starts) holds the drain open so it can be observed; every wait polls a
+real signal. (``test_lossless_shutdown.py`` counts every request under load.)
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from apps.sup_load import KeepAliveLoad
 from conftest import ServerFactory, ServerProcess, wait_until
+
+from tests.load import LoadClients, connect_refused
 
 MODES = ["thread", "process"]
 
@@ -60,61 +63,43 @@ class SlowRequest:
         return self.response
 
 
-def poll_new_connections_until_503(url: str, timeout: float = 10.0) -> httpx.Response:
-    """Fresh connection per request: before the workers switched to shutting down they may
-    still answer 200; anything else than 200/503 fails."""
-    seen: list[Any] = []
-
-    def refused() -> httpx.Response | None:
-        with httpx.Client(timeout=5) as client:
-            r = client.get(url)
-        seen.append(r.status_code)
-        assert r.status_code in (200, 503), f"unexpected {r.status_code} during shutdown: {r.text}"
-        return r if r.status_code == 503 else None
-
-    response = wait_until(refused, timeout, "a 503 after the shutdown signal", interval=0,
-                          detail=lambda: f"saw {seen[-5:]}")
-    assert response is not None
-    return response
+def wait_until_refused(server: ServerProcess, timeout: float = 10.0) -> float:
+    """Poll fresh connects until one is refused (the listener is closed); returns when.
+    Until then a connect is accepted; a reset fails the test (see ``connect_refused``)."""
+    wait_until(lambda: connect_refused(server.host, server.port), timeout,
+               "new connections refused", interval=0.005)
+    return time.monotonic()
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_sigterm_under_load_finishes_in_flight_answers_503_and_exits_0(
+def test_sigterm_under_load_answers_open_connections_refuses_new_ones_and_exits_0(
     start_server: ServerFactory, tmp_path: Path, mode: str
 ) -> None:
     server = start(start_server, mode)
-    load = KeepAliveLoad(server.url, clients=20, max_seconds=60, stop_after_503=True)
-    load.start()
-    try:
-        load.wait_for(lambda o: o.ok, 100, what="responses before the shutdown")
-        slow = SlowRequest(server, tmp_path, 3)
-        slow.started()
-        index = len(server.lines)
-        sent = time.monotonic()
-        server.send_signal(signal.SIGTERM)
-        server.wait_for(r"Shutting down \(SIGTERM\)", start=index)
+    clients = LoadClients(server.host, server.port, 20, stop_when_refused=True).start()
+    wait_until(lambda: clients.sent() > 100, 15, "responses before the shutdown",
+               detail=lambda: clients.join(0).summary())
+    slow = SlowRequest(server, tmp_path, 3)
+    slow.started()
+    index = len(server.lines)
+    sent = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    server.wait_for(r"Shutting down \(SIGTERM\)", start=index)
 
-        # While the slow request holds the drain open, a new connection gets a polite 503.
-        r = poll_new_connections_until_503(server.url + "/")
-        assert r.headers.get("retry-after"), dict(r.headers)
-        assert r.headers.get("connection") == "close", dict(r.headers)
-        assert time.monotonic() - sent < 3, "the 503 came only after the drain ended"
-        assert server.proc.poll() is None, "the server exited while a request was in flight"
+    # The listener closes first, while the slow request still holds the drain open.
+    refused_at = wait_until_refused(server)
+    assert refused_at - sent < 2.5, "new connections were accepted for the whole drain"
+    assert server.proc.poll() is None, "the server exited while a request was in flight"
 
-        # The in-flight request completes normally.
-        done = slow.result(timeout=20)
-        assert done.status_code == 200 and done.text == "slow v1"
-        assert server.wait_exit(timeout=20) == 0, server.output
-    finally:
-        load.stop()
-    outcomes = load.snapshot()
-    bad = [o for o in outcomes if not (o.ok or (o.status == 503 and o.retry_after))]
-    assert not bad, (
-        f"{len(bad)} of {len(outcomes)} requests were neither answered nor refused politely: "
-        + "; ".join(f"client {o.client} at +{o.started - sent:.3f}s: {o.status} {o.error}"
-                    for o in bad[:5])
-    )
-    assert sum(o.status == 503 for o in outcomes) >= 1
+    done = slow.result(timeout=20)
+    assert (done.status_code, done.text) == (200, "slow v1")
+    assert done.headers.get("connection") == "close"  # answered during the drain
+    tally = clients.join(20)
+    assert server.wait_exit(timeout=20) == 0, server.output
+    assert tally.lost == 0, tally.summary()
+    # A client leaves its keep-alive connection only after a response said Connection: close,
+    # and then finds the listener closed.
+    assert tally.refused == 20 and tally.closes >= 20, tally.summary()
     assert "Traceback" not in server.output, server.output
 
 
@@ -183,13 +168,13 @@ def connections_on_each_slot(server: ServerProcess, slots: int = 2,
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_request_on_an_idle_keep_alive_connection_gets_503_during_the_drain(
+def test_request_on_an_idle_keep_alive_connection_is_answered_with_close_during_the_drain(
     start_server: ServerFactory, tmp_path: Path, mode: str
 ) -> None:
     """While the server drains (a slow request holds it open), a request sent on an idle
-    keep-alive connection is a new request: it must get 503 + Retry-After + Connection: close,
-    not a closed connection. h1_conn's ``start_draining`` promises idle connections a short
-    grace (``DRAIN_IDLE_CLOSE``) for exactly this race with a request already on the wire."""
+    keep-alive connection was already on its way: it is answered (200, not 503) with
+    ``Connection: close``, then the connection closes gracefully (FIN, no reset). Idle
+    connections get a short grace (``DRAIN_IDLE_CLOSE``) for exactly this race."""
     server = start(start_server, mode)
     conns = connections_on_each_slot(server)
     try:
@@ -198,21 +183,25 @@ def test_request_on_an_idle_keep_alive_connection_gets_503_during_the_drain(
         busy.send(f"/slow?s=3&marker={marker}")
         wait_until(marker.exists, 10, "the slow request reaching the app")
         index = len(server.lines)
-        sent = time.monotonic()
         server.send_signal(signal.SIGTERM)
-        server.wait_for(r"Shutting down \(SIGTERM\)", start=index)
-        poll_new_connections_until_503(server.url + "/")
-        elapsed = time.monotonic() - sent
-        try:
-            status, headers, _ = idle.get("/")
-        except (ConnectionError, OSError) as exc:
-            pytest.fail(f"{elapsed:.3f}s after SIGTERM, with the drain still open, the request "
-                        f"on the idle keep-alive connection of slot 1 got no response: {exc!r}")
-        assert status == 503
-        assert headers.get("retry-after")
-        assert headers.get("connection") == "close"
-        status, _, body = busy.read()  # the in-flight request still completes
+        server.wait_for(r"Draining: new connections refused", start=index)
+
+        def answered_with_close() -> bool:
+            # A process child may take the drain a moment after the Supervisor logged it:
+            # until then the answer is a plain keep-alive one, and the connection stays open.
+            try:
+                status, headers, body = idle.get("/")
+            except (ConnectionError, OSError) as exc:
+                pytest.fail(f"the request on the idle keep-alive connection of slot 1 got no "
+                            f"response during the drain: {exc!r}")
+            assert (status, body) == (200, b"v1")
+            return headers.get("connection") == "close"
+
+        wait_until(answered_with_close, 5, "a response with Connection: close", interval=0)
+        assert idle.sock.recv(1) == b"", "the connection stayed open after Connection: close"
+        status, headers, body = busy.read()  # the in-flight request still completes
         assert (status, body) == (200, b"slow v1")
+        assert headers.get("connection") == "close"
     finally:
         for conn in conns.values():
             conn.close()
@@ -248,23 +237,45 @@ def test_shutdown_is_bounded_by_timeout_graceful_shutdown(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_health_path_is_200_while_serving_and_503_while_draining(
-    start_server: ServerFactory, tmp_path: Path, mode: str
+def test_health_turns_503_at_sigterm_while_the_app_is_served_through_the_shutdown_delay(
+    start_server: ServerFactory, mode: str
 ) -> None:
-    server = start(start_server, mode, "--health-path", "/healthz")
+    """``--shutdown-delay``: at SIGTERM every worker's health endpoint answers 503 at once,
+    while the app is served normally (keep-alive, no ``Connection: close``) for the delay; only
+    then does the listener close. The log shows both phases."""
+    delay = 3.0
+    server = start(start_server, mode, "--health-path", "/healthz", "--shutdown-delay",
+                   str(delay))
     with httpx.Client(timeout=5) as client:
         r = client.get(server.url + "/healthz")
-        assert r.status_code == 200
-        assert r.text == "ok\n"
+        assert (r.status_code, r.text) == (200, "ok\n")
         assert "x-version" not in r.headers  # answered by the server, not the app
-        r = client.get(server.url + "/healthz?probe=1")
-        assert r.status_code == 200
+        assert client.get(server.url + "/healthz?probe=1").status_code == 200
         assert client.get(server.url + "/").text == "v1"  # the app is reachable beside it
         assert client.get(server.url + "/elsewhere").status_code == 404
-    slow = SlowRequest(server, tmp_path, 3)
-    slow.started()
-    server.send_signal(signal.SIGTERM)
-    r = poll_new_connections_until_503(server.url + "/healthz")
-    assert r.headers.get("retry-after"), dict(r.headers)
-    assert slow.result(timeout=20).status_code == 200
+    conns = connections_on_each_slot(server)
+    try:
+        index = len(server.lines)
+        sent = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait_for(rf"Shutdown delay: health 503 for {delay:g} s", start=index)
+        for slot, conn in conns.items():
+            status, headers, body = conn.get("/")
+            assert (status, body) == (200, b"v1")
+            assert headers.get("connection") != "close", "the app is served normally"
+
+            def unhealthy(conn: RawConnection = conn) -> bool:
+                # A process child gets the word a moment after the Supervisor logged it.
+                status, headers, _ = conn.get("/healthz")
+                return status == 503 and bool(headers.get("retry-after"))
+
+            wait_until(unhealthy, 1.0, f"health 503 on slot {slot}", interval=0)
+        assert time.monotonic() - sent < delay, "the delay was over before the checks ran"
+        assert not connect_refused(server.host, server.port), "closed during the delay"
+    finally:
+        for conn in conns.values():
+            conn.close()
+    refused_at = wait_until_refused(server, timeout=delay + 5)
+    assert refused_at - sent >= delay - 0.2, "the listener closed before the delay was over"
+    server.wait_for(r"Draining: new connections refused", start=index)
     assert server.wait_exit(timeout=20) == 0, server.output

@@ -1,5 +1,6 @@
 """SIGTERM / SIGINT on the real server, in thread and process worker mode: graceful completion of
-in-flight requests, exit code 0, lifespan shutdown, and a prompt exit on a second Ctrl+C."""
+in-flight requests, exit code 0, lifespan shutdown, a prompt exit on a second Ctrl+C, and
+``--shutdown-delay`` honoured by SIGTERM but skipped (or cut short) by SIGINT."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ import httpx
 import pytest
 from conftest import ServerFactory, ServerProcess, wait_until
 
+from tests.load import connect_refused
+
 TIMEOUT = 10.0
 
 pytestmark = pytest.mark.parametrize("mode", ["thread", "process"])
 
 
-def start(start_server: ServerFactory, tmp_path: Path, mode: str) -> tuple[ServerProcess, Path]:
+def start(start_server: ServerFactory, tmp_path: Path, mode: str, *extra: str
+          ) -> tuple[ServerProcess, Path]:
     marker = tmp_path / "lifespan-shutdown"
-    server = start_server("echo_app:app", "--worker-mode", mode,
+    server = start_server("echo_app:app", "--worker-mode", mode, *extra,
                           env={"ECHO_APP_SHUTDOWN_MARKER": str(marker)})
     server.wait_for(rf"Serving generation 1 with 1 {mode} worker")
     return server, marker
@@ -77,17 +81,10 @@ def exit_code(server: ServerProcess, timeout: float) -> int:
 
 
 def wait_until_refusing(server: ServerProcess, timeout: float = 2.0) -> None:
-    """Poll with fresh connections until a new request gets 503: the workers were told to shut
-    down, so the Supervisor is waiting for them."""
-
-    def refused() -> bool:
-        try:
-            r = httpx.get(f"{server.url}/", timeout=TIMEOUT)
-        except httpx.TransportError:
-            return False
-        return r.status_code == 503
-
-    wait_until(refused, timeout, "503 while shutting down", interval=0.02,
+    """Poll with fresh connections until one is refused: the listener is closed, so the
+    Supervisor is draining the workers."""
+    wait_until(lambda: connect_refused(server.host, server.port), timeout,
+               "new connections refused while shutting down", interval=0.02,
                detail=lambda: server.output)
 
 
@@ -98,7 +95,7 @@ def test_sigterm_lets_in_flight_request_complete(start_server: ServerFactory, tm
     server.send_signal(signal.SIGTERM)
     server.wait_for(r"Shutting down \(SIGTERM\)")
 
-    # While the slow request finishes, new requests are turned away with 503.
+    # While the slow request finishes, new connections are refused (not reset).
     wait_until_refusing(server, timeout=1.0)
     assert thread.is_alive(), "the slow request was still expected to be in flight"
 
@@ -143,3 +140,31 @@ def test_second_sigint_exits_promptly(start_server: ServerFactory, tmp_path: Pat
         if server.proc.poll() is None:  # failed: do not wait out the 30 s grace at teardown
             kill_tree(server.proc.pid)
             server.proc.wait(5)
+
+
+def test_sigint_skips_the_shutdown_delay(start_server: ServerFactory, tmp_path: Path,
+                                         mode: str) -> None:
+    """Ctrl+C is a person at the terminal: no load balancer to wait for."""
+    server, marker = start(start_server, tmp_path, mode, "--shutdown-delay", "30")
+    assert httpx.get(server.url, timeout=TIMEOUT).status_code == 200
+    sent = time.monotonic()
+    server.send_signal(signal.SIGINT)
+    assert exit_code(server, TIMEOUT) == 0
+    assert time.monotonic() - sent < TIMEOUT
+    assert "Shutdown delay" not in server.output, server.output
+    assert marker.read_text() == "shutdown"
+
+
+def test_sigint_cuts_a_running_shutdown_delay_short(start_server: ServerFactory,
+                                                    tmp_path: Path, mode: str) -> None:
+    server, marker = start(start_server, tmp_path, mode, "--shutdown-delay", "30")
+    index = len(server.lines)
+    server.send_signal(signal.SIGTERM)
+    server.wait_for(r"Shutdown delay: health 503 for 30 s", start=index)
+    assert not connect_refused(server.host, server.port), "the delay keeps the listener open"
+    sent = time.monotonic()
+    server.send_signal(signal.SIGINT)
+    assert exit_code(server, TIMEOUT) == 0  # a graceful stop, only without the rest of the delay
+    assert time.monotonic() - sent < TIMEOUT
+    server.wait_for(r"Draining: new connections refused", start=index)
+    assert marker.read_text() == "shutdown"
