@@ -77,7 +77,7 @@ class Config:
     reload_dirs: tuple[str, ...] = ()
     reload_includes: tuple[str, ...] = ()
     reload_excludes: tuple[str, ...] = ()
-    reload_delay: float = 0.05
+    reload_delay: float = 0.01  # quiet period after one saved file (see reload.watcher)
     reload_poll: bool = False
     reload_grace: float = 5.0
     livereload: bool = False

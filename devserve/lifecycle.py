@@ -156,9 +156,25 @@ class ReloadStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReloadCompleted(Event):
+    """A reload served the edit. *strategy*: ``partial`` / ``wider`` / ``full`` (in-process
+    re-import), ``process`` (fresh processes), ``template-only``, ``browser-only``, ``restart``;
+    *modules*: how many project modules were re-executed (None when not known: process mode);
+    *reason*: why a cheaper strategy was not enough (an escalation), else None."""
+
     generation: int
     strategy: str
     phases: dict[str, float]  # phase name -> seconds (import, ready, drained, total)
+    modules: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrowserRefresh(Event):
+    """Open pages should swap stylesheets (``kind="css"``) or reload (``"page"``); no new
+    generation is needed (the livereload hub and process children act on it)."""
+
+    kind: str
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,7 @@ import os
 import platform
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -25,9 +25,9 @@ from devserve.lifecycle import FanOutCollector, ServerStarting
 from devserve.logs import configure_logging
 from devserve.net.sockets import bind_socket, bind_with_udp, describe_address
 from devserve.net.tls import create_ssl_context
-from devserve.reload.importer import load_app, reimport_app
+from devserve.reload.importer import ProjectImporter, ReloadOutcome, load_app
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
-from devserve.reload.reloader import Reloader
+from devserve.reload.reloader import BROWSER_INCLUDES, Reloader
 from devserve.reload.watcher import PathFilter, Watcher
 from devserve.supervisor import AppLoader, AppWrapper, Supervisor, choose_mode, gil_enabled
 
@@ -66,16 +66,17 @@ DisplayFactory = Callable[[Config, FanOutCollector], Display]
 
 
 def _start_watcher(config: Config, supervisor: Supervisor, roots: list[Path],
-                   collector: FanOutCollector) -> tuple[Watcher, Reloader]:
+                   collector: FanOutCollector, on_reexec: Callable[[], None]) -> Watcher:
     """Watch *roots* (pruned) and feed change batches to a Reloader driving *supervisor*."""
     if not isinstance(config.app, str):
         raise ConfigError("--reload", "needs the app as an import string",
                           hint="pass 'module:attr' instead of an app object")
     reloader = Reloader(supervisor, config, pyproject=find_pyproject(Path.cwd()),
-                        collector=collector)
+                        collector=collector, on_reexec=on_reexec)
+    includes = (*config.reload_includes, *(BROWSER_INCLUDES if config.livereload else ()))
     watcher = Watcher(
         roots, reloader,
-        path_filter=PathFilter(config.reload_includes, config.reload_excludes),
+        path_filter=PathFilter(includes, config.reload_excludes),
         quiet_ms=int(config.reload_delay * 1000),
         force_polling=config.reload_poll,
     )
@@ -84,22 +85,48 @@ def _start_watcher(config: Config, supervisor: Supervisor, roots: list[Path],
         logger.info("Watching for changes in %d director%s under %s", watcher.watch_count,
                     "y" if watcher.watch_count == 1 else "ies",
                     ", ".join(str(r) for r in roots))
-    return watcher, reloader
+    return watcher
 
 
-def _reexec() -> None:
-    """Replace this process with a fresh devserve started with the same command line."""
-    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-    logging.shutdown()
-    os.execv(sys.executable, [sys.executable, *argv[1:]])
+class _Reexec:
+    """Replace this process with a fresh devserve (same command line) once the Supervisor has
+    stopped — for a ``[tool.devserve]`` change, or an edit only a fresh process can take.
+
+    The listening socket stays open across ``exec``: :meth:`request` keeps a duplicate of it, so
+    it goes on listening while the workers drain and close theirs, and the new process serves it
+    (``DEVSERVE_FD``). Connections arriving meanwhile wait in the kernel backlog, never refused.
+    A Unix-domain socket is bound again instead (its path is the address)."""
+
+    def __init__(self, config: Config, sock: socket.socket) -> None:
+        self._config = config
+        self._sock = sock
+        self._kept: socket.socket | None = None
+        self.requested = False
+
+    def request(self) -> None:
+        if not self.requested:
+            self.requested = True
+            if not self._config.uds:
+                self._kept = self._sock.dup()
+
+    def run(self) -> None:
+        env = dict(os.environ)
+        if self._kept is not None:
+            fd = self._kept.fileno()
+            if self._config.fd is not None:  # an --fd N on the command line names it again
+                os.dup2(fd, self._config.fd)
+                fd = self._config.fd
+            os.set_inheritable(fd, True)
+            env["DEVSERVE_FD"] = str(fd)
+        argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+        logging.shutdown()
+        os.execve(sys.executable, [sys.executable, *argv[1:]], env)
 
 
-def _app_loader(config: Config, app_path: str, purge: list[Path]) -> AppLoader:
-    """Thread mode reloads: import *app_path* again (project modules under *purge* fresh)."""
-    def load() -> ASGIApp:
-        app: ASGIApp = reimport_app(app_path, dirs=purge, app_dir=config.app_dir,
-                                    factory=config.factory, interface=config.interface).app
-        return app
+def _app_loader(importer: ProjectImporter) -> AppLoader:
+    """Thread mode reloads: re-import what the changed files affect (see reload.importer)."""
+    def load(changed: Collection[Path] | None) -> ReloadOutcome:
+        return importer.reload(changed)
     return load
 
 
@@ -123,8 +150,17 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
             os.environ.setdefault(key, value)
     app_path = config.app if isinstance(config.app, str) else None
     mode, reason = choose_mode(config, app_is_object=app_path is None, reload=config.reload)
-    loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
-                      interface=config.interface)
+    roots = [Path(d) for d in config.reload_dirs] or [Path(config.app_dir)]
+    importer = None
+    if mode == "thread" and app_path is not None:
+        # In-process re-imports: the import graph is recorded from the very first import.
+        importer = ProjectImporter(app_path, dirs=[*roots, Path(config.app_dir)],
+                                   app_dir=config.app_dir, factory=config.factory,
+                                   interface=config.interface)
+        loaded = importer.load()
+    else:
+        loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
+                          interface=config.interface)
     if config.http3 and (loaded.interface == "wsgi" or config.execution == "sync"):
         raise ConfigError("--http3", "HTTP/3 is served by async workers only; this app runs on "
                           "sync workers (WSGI or --execution sync)",
@@ -143,17 +179,21 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
         collector = FanOutCollector()
         view = display(config, collector) if display is not None else None
         wrapper = _livereload(collector) if config.livereload else None
-        roots = [Path(d) for d in config.reload_dirs] or [Path(config.app_dir)]
-        loader = None
-        if mode == "thread" and app_path is not None:
-            loader = _app_loader(config, app_path, [*roots, Path(config.app_dir)])
+        reexec = _Reexec(config, sock)
+
+        def fresh_start(reason: str) -> None:
+            reexec.request()
+            supervisor.shutdown()
+
         wsgi = loaded.interface == "wsgi"  # served by SyncWorker threads (sync_worker.py)
         supervisor = Supervisor(
             config, None if wsgi else loaded.app, mode=mode, ssl_context=ssl_context,
             app_path=app_path, lifecycle_collector=collector,
-            sync_app=loaded.app if wsgi else None, app_loader=loader, app_wrapper=wrapper,
-            output_sink=view.output_sink if view is not None else None,
-            worker_collector=collector if view is not None and view.wants_requests else None)
+            sync_app=loaded.app if wsgi else None,
+            app_loader=_app_loader(importer) if importer is not None else None,
+            app_wrapper=wrapper, output_sink=view.output_sink if view is not None else None,
+            worker_collector=collector if view is not None and view.wants_requests else None,
+            fresh_start=fresh_start if importer is not None else None)
         if view is not None:
             view.start(supervisor)
         collector.emit(ServerStarting(
@@ -164,9 +204,10 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
         if udp_sockets:
             logger.info("Listening on %s (HTTP/3 over UDP)",
                         describe_address(udp_sockets[0], "https"))
-        watcher = reloader = None
+        watcher = None
         if config.reload:
-            watcher, reloader = _start_watcher(config, supervisor, roots, collector)
+            watcher = _start_watcher(config, supervisor, roots, collector,
+                                     on_reexec=reexec.request)
         try:
             code = supervisor.run([sock], udp_sockets)
         finally:
@@ -175,13 +216,17 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
             if view is not None:
                 view.close()
         logger.info("Finished server process [%d]", os.getpid())
-        if reloader is not None and reloader.reexec_requested:
-            sock.close()
+        if reexec.requested:
             for udp in udp_sockets:
                 udp.close()
-            _reexec()
+            if config.uds:
+                sock.close()
+                Path(config.uds).unlink(missing_ok=True)
+            reexec.run()
         return code
     finally:
+        if importer is not None:
+            importer.close()
         sock.close()
         for udp in udp_sockets:
             udp.close()

@@ -22,13 +22,16 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config
 from devserve.errors import AppImportError, LifespanStartupError
 from devserve.lifecycle import Event, LifecycleCollector, LogLine
-from devserve.supervision.coalesce import Coalescer
+from devserve.supervision.coalesce import Coalescer, PendingChanges
+from devserve.supervision.escalate import Escalation
 from devserve.supervision.generations import Generations
 from devserve.supervision.h3 import H3Workers
 from devserve.supervision.handles import (
@@ -49,6 +52,7 @@ from devserve.supervision.launch import (
 from devserve.supervision.options import (
     AppLoader,
     AppWrapper,
+    FreshStart,
     OutputSink,
     SupervisorOptions,
     SyncApp,
@@ -67,14 +71,8 @@ WATCH_INTERVAL = 0.1
 
 
 class Supervisor:
-    """Spawn and supervise ``config.workers`` workers as threads or processes.
-
-    Everything it needs is given here, never assigned later: ``app_loader`` (thread mode: a
-    fresh import of the app for a reload), ``app_wrapper`` (applied to every generation's app),
-    ``reload_grace`` (default ``config.reload_grace``), ``output_sink`` (process mode: where
-    children's output lines go when a live display owns the terminal) and ``worker_collector``
-    (where workers send per-request events; None spares them the cost).
-    """
+    """Spawn and supervise ``config.workers`` workers as threads or processes. Everything it
+    needs is given at construction, never assigned later (see ``SupervisorOptions``)."""
 
     def __init__(
         self,
@@ -91,6 +89,7 @@ class Supervisor:
         reload_grace: float | None = None,
         output_sink: OutputSink | None = None,
         worker_collector: LifecycleCollector | None = None,
+        fresh_start: FreshStart | None = None,
     ) -> None:
         self._config = config
         self._collector = lifecycle_collector
@@ -105,7 +104,7 @@ class Supervisor:
         self._options = SupervisorOptions(
             reload_grace=config.reload_grace if reload_grace is None else reload_grace,
             app_loader=app_loader, app_wrapper=app_wrapper, output_sink=output_sink,
-            worker_collector=worker_collector)
+            worker_collector=worker_collector, fresh_start=fresh_start)
         self._sockets: list[socket.socket] = []
         self._udp_sockets: list[socket.socket] = []
         self._lifecycle_lock = threading.Lock()
@@ -115,6 +114,7 @@ class Supervisor:
             return self._stop.requested
 
         self._coalescer = Coalescer(self._lifecycle_lock, stopping)
+        self._changes = PendingChanges()
         # SyncWorkers serve WSGI apps (sync_app) and ASGI apps under --execution sync.
         sync_interface = ("wsgi" if sync_app is not None
                           else "asgi" if config.execution == "sync" else None)
@@ -135,7 +135,9 @@ class Supervisor:
         self._generations = Generations(
             config, app if app is not None else sync_app, launcher=self._launcher,
             slots=self._tcp, h3=self._h3, options=self._options, stop=self._stop,
-            emit=self._emit, on_fatal=self._on_fatal)
+            emit=self._emit, on_fatal=self._on_fatal, fresh_process=None if fresh_start is None
+            else Escalation(config, fresh_start, self._emit,
+                            lambda *failed: self._generations.report_failed(*failed)))
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -176,14 +178,12 @@ class Supervisor:
         self._install_signals()
         self._launcher.open(self._sockets, self._udp_sockets)
         with self._lifecycle_lock:
-            app = self._generations.app
-            handles, error = self._generations.start(1, app)
+            error = self._generations.start_first()
             if error is not None:
                 if error.traceback:
                     logger.error("%s", error.traceback.rstrip())
                 raise (LifespanStartupError(error.message) if "lifespan" in error.message
                        else AppImportError(error.message))
-            self._generations.promote(1, handles, app, fresh_budgets=True)
             for index in range(len(self._udp_sockets)):
                 self._spawn_h3_worker(index)
         try:
@@ -204,8 +204,10 @@ class Supervisor:
         """Stop-then-start fallback for a reload (brief gap, queued connections wait)."""
         self._coalescer.run(self._restart_workers_impl)
 
-    def graceful_reload(self) -> None:
-        """Zero-downtime rolling reload: start N+1, wait ready, promote, drain N."""
+    def graceful_reload(self, changed: Collection[Path] | None = None) -> None:
+        """Serve the edit in *changed* (None: everything) with zero downtime: start N+1, wait
+        ready, promote, drain N — or less when that is enough (templates, stylesheets)."""
+        self._changes.add(changed)
         self._coalescer.run(self._graceful_reload_impl)
 
     # -- the spec's internals, delegating --------------------------------------------------
@@ -214,7 +216,7 @@ class Supervisor:
             self._collector.emit(event)
 
     def _graceful_reload_impl(self) -> None:
-        self._generations.reload()
+        self._generations.reload(self._changes.take())
 
     def _restart_workers_impl(self) -> None:
         self._generations.restart()

@@ -42,6 +42,8 @@ class ReloadRow:
     phases: tuple[tuple[str, float], ...] = ()
     outcome: str = "running"  # running | ok | failed
     error: str | None = None
+    modules: int | None = None  # project modules re-executed
+    reason: str | None = None  # why the strategy escalated
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,8 @@ def reduce(s: Snapshot, e: ev.Event) -> Snapshot:
                        pending_requested_at=None)
     if isinstance(e, ev.ReloadCompleted):
         phases = tuple(e.phases.items())
-        s = _update_reload(s, e.generation, outcome="ok", phases=phases)
+        s = _update_reload(s, e.generation, outcome="ok", phases=phases, strategy=e.strategy,
+                           modules=e.modules, reason=e.reason)
         # A good reload clears the error and gives every slot a clean restart budget.
         rows = tuple(replace(r, restarts_used=0, next_backoff=None) for r in s.workers)
         return replace(s, error=None, workers=rows)

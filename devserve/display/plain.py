@@ -38,13 +38,21 @@ def describe(e: ev.Event) -> tuple[int, str] | None:
         return logging.INFO, f"Change detected in {names or 'files'}: reloading"
     if isinstance(e, ev.ReloadCompleted):
         ms = {k: v * 1000 for k, v in e.phases.items()}
+        how = e.strategy + ("" if e.modules is None else
+                            f", {_plural(e.modules, 'module')} re-executed")
+        why = f"; {e.reason}" if e.reason else ""
         if "ready" in ms:
             return logging.INFO, (
-                f"Reloaded: generation {e.generation} ready in {ms['ready']:.0f} ms, "
-                f"previous drained in {ms.get('drained', ms['ready']) - ms['ready']:.0f} ms"
+                f"Reloaded: generation {e.generation} ready in {ms['ready']:.0f} ms "
+                f"({how}), previous drained in "
+                f"{ms.get('drained', ms['ready']) - ms['ready']:.0f} ms{why}"
+            )
+        if e.strategy in ("template-only", "browser-only"):
+            return logging.INFO, (
+                f"Refreshed without a new generation ({how}) in {ms.get('total', 0.0):.0f} ms"
             )
         return logging.INFO, (
-            f"Restarted: generation {e.generation} in {ms.get('total', 0.0):.0f} ms"
+            f"Restarted: generation {e.generation} in {ms.get('total', 0.0):.0f} ms{why}"
         )
     if isinstance(e, ev.ReloadFailed):
         tail = f"\n{e.traceback.rstrip()}" if e.traceback else ""

@@ -7,7 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from devserve.display.model import Snapshot
+from devserve.display.model import ReloadRow, Snapshot
 
 STATE_STYLE = {
     "starting": "yellow",
@@ -77,6 +77,16 @@ def workers_table(s: Snapshot, now: float) -> RenderableType:
     return table
 
 
+def strategy_cell(row: ReloadRow) -> Text:
+    """``partial · 3 modules``, and on a second line why a cheaper strategy was not enough."""
+    text = Text(row.strategy)
+    if row.modules is not None:
+        text.append(f" · {row.modules} module" + ("" if row.modules == 1 else "s"))
+    if row.reason:
+        text.append("\n" + row.reason, style="dim")
+    return text
+
+
 def reloads_table(s: Snapshot) -> RenderableType:
     table = Table(title="reloads", title_justify="left", expand=True, pad_edge=False)
     for col in ("gen", "trigger", "strategy", "detect→import→ready→drained", "outcome"):
@@ -97,7 +107,7 @@ def reloads_table(s: Snapshot) -> RenderableType:
         outcome = Text(row.outcome, style={"ok": "green", "failed": "bold red"}.get(
             row.outcome, "yellow"))
         trigger = ", ".join(row.trigger) or "manual"
-        table.add_row(str(row.generation), trigger, row.strategy, timing, outcome)
+        table.add_row(str(row.generation), trigger, strategy_cell(row), timing, outcome)
     return table
 
 

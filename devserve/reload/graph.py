@@ -35,11 +35,13 @@ class ImportGraph:
     # --- recording ------------------------------------------------------------------------------
 
     def add_node(self, name: str, path: Path) -> None:
-        """*name* starts executing from *path*; its outgoing edges are recorded afresh."""
+        """*name* starts executing from *path*. Its outgoing edges are kept and added to: a
+        re-execution may reach a module in a way nothing records (``importlib.import_module``
+        of a module already loaded, as Django's ``include("app.urls")`` does), and an edge
+        too many only costs a re-execution, an edge too few serves stale code. A full
+        re-import records the graph afresh."""
         with self._lock:
-            for dep in self._deps.pop(name, ()):
-                self._users.get(dep, set()).discard(name)
-            self._deps[name] = set()
+            self._deps.setdefault(name, set())
             self._users.setdefault(name, set())
             old = self._path.get(name)
             if old is not None and self._by_path.get(old) == name:

@@ -52,6 +52,7 @@ Django's app registry) cannot be rebuilt in process: those need a fresh process.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import threading
@@ -97,7 +98,13 @@ class ReloadOutcome:
 
 class FreshProcessNeeded(DevserveError):
     """The edit cannot be taken in this process (a framework registry, a library-level
-    declaration): serve it from a fresh one. Nothing was re-executed, or it was all undone."""
+    declaration): serve it from a fresh one. Nothing was re-executed, or it was all undone.
+    *modules*: the project modules loaded now, which a fresh process should import before it
+    is trusted (lazily imported ones included, so their errors show first)."""
+
+    def __init__(self, message: str, modules: Collection[str] = ()) -> None:
+        super().__init__(message)
+        self.modules = tuple(modules)
 
 
 class _Written(Exception):
@@ -169,8 +176,8 @@ class ProjectImporter:
                 self._pending = set(paths)
             if duplicate_declaration(exc.message):
                 raise FreshProcessNeeded(
-                    f"a declaration cannot be executed twice in one process ({exc.message})"
-                ) from None
+                    f"a declaration cannot be executed twice in one process ({exc.message})",
+                    self._loaded_names()) from None
             raise
         except BaseException:
             if paths is not None:
@@ -207,10 +214,17 @@ class ProjectImporter:
                     return set(), set(), (f"{loaded_files[str(alias)]} was loaded before the "
                                           "import graph was recorded")
                 for name in _module_names(alias):
-                    roots |= self.graph.importers_of_missing(name)
+                    # "import pkg.mod" failing on a missing "pkg" was noted as "pkg"
+                    parts = name.split(".")
+                    for depth in range(1, len(parts) + 1):
+                        roots |= self.graph.importers_of_missing(".".join(parts[:depth]))
         for name in deleted:
             roots |= self.graph.users(name)
         return roots - deleted, deleted, None
+
+    def _loaded_names(self) -> list[str]:
+        """Loaded project modules, in the order they first ran."""
+        return sorted(self.files.loaded_modules(), key=self.graph.started)
 
     def _holders(self, affected: set[str]) -> dict[str, types.ModuleType]:
         """Loaded, unaffected project modules that the affected ones import directly."""
@@ -266,7 +280,7 @@ class ProjectImporter:
         """Re-execute *affected* (importees first), drop *deleted*; all or nothing."""
         reason = fresh_process_reason(fresh, affected | deleted)
         if reason is not None:
-            raise FreshProcessNeeded(reason)
+            raise FreshProcessNeeded(reason, self._loaded_names())
         order = self.graph.import_order(affected)
         holders = self._holders(affected | deleted)
         shared = SharedState(holders)
@@ -309,7 +323,7 @@ class ProjectImporter:
         loaded_before = self.files.loaded_modules()
         why = fresh_process_reason(paths or (), loaded_before)
         if why is not None:
-            raise FreshProcessNeeded(why)
+            raise FreshProcessNeeded(why, self._loaded_names())
         staging = Staging(self.graph)
         staging.take(loaded_before)
         self.graph.clear()
@@ -369,6 +383,14 @@ def _import(name: str) -> None:
         raise import_failure(name, exc) from None
 
 
+def _exists(name: str) -> bool:
+    """Whether module *name* can still be found (its file was not deleted since)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
@@ -386,14 +408,19 @@ def _module_names(path: Path) -> Iterable[str]:
 
 
 def load_app_fresh(app: str, *, dirs: list[Path], app_dir: str = ".", factory: bool = False,
-                   interface: str = "auto") -> LoadedApp:
+                   interface: str = "auto", preload: Collection[str] = ()) -> LoadedApp:
     """Import the app compiling project modules from source (a reloaded process worker could
-    otherwise load a stale ``.pyc`` written in the same second)."""
+    otherwise load a stale ``.pyc`` written in the same second), then the *preload* modules
+    (those the previous generation had loaded; a deleted one is skipped)."""
     recorder = ImportRecorder(ProjectFiles(dirs), ImportGraph())
     recorder.install()
     try:
         with _Recording(recorder, None, []):
-            return load_app(app, app_dir=app_dir, factory=factory, interface=interface)
+            loaded = load_app(app, app_dir=app_dir, factory=factory, interface=interface)
+            for name in preload:
+                if name not in sys.modules and _exists(name):
+                    _import(name)
+            return loaded
     finally:
         recorder.uninstall()
 

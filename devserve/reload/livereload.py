@@ -24,6 +24,7 @@ from typing import Any
 
 from devserve.asgi.types import ASGIApp, Message, Receive, Scope, Send
 from devserve.lifecycle import (
+    BrowserRefresh,
     Event,
     GenerationPromoted,
     ReloadCompleted,
@@ -57,6 +58,8 @@ class LiveReloadHub:
             self.error = None
         elif isinstance(event, ServerStopping):
             self.close_generations_before(sys.maxsize)  # browser streams never hold a stop
+        elif isinstance(event, BrowserRefresh):
+            self.refresh(event.kind, list(event.paths))
         elif isinstance(event, ReloadFailed):
             self.report_error({"error": event.error, "location": event.location,
                                "traceback": event.traceback})

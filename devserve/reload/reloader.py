@@ -1,8 +1,14 @@
-"""Turn a batch of changed files into the right Supervisor action.
+"""Turn a batch of changed files into the right Supervisor action, cheapest first.
 
-- Python modules, templates and other included files → ``graceful_reload()`` (thread mode
-  re-imports in-process; process mode rolls fresh processes).
-- The ``--env-file`` → re-read it into ``os.environ``, then reload.
+Every batch goes to ``graceful_reload(changed)``; the Supervisor serves it the cheapest way that
+can be trusted (:func:`strategy_for` names the kind of batch):
+
+- stylesheets only → ``browser-only``: open pages swap them, no server work;
+- templates (and other browser assets: scripts, images) only → ``template-only``: the template
+  engines forget compiled templates and open pages reload; no Python is re-imported;
+- Python modules and any other included file → a partial, wider or full re-import, or a fresh
+  process (see ``reload.importer``);
+- the ``--env-file`` → re-read it into ``os.environ``, then a full reload (``changed=None``).
 - ``[tool.devserve]`` in ``pyproject.toml`` changed → re-exec devserve with the same arguments
   (its own configuration cannot change under a running Supervisor).
 A batch arriving while a reload runs is coalesced by the Supervisor into exactly one follow-up.
@@ -14,21 +20,40 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Protocol
 
 from devserve.config import Config, read_env_file, read_pyproject
 from devserve.lifecycle import LifecycleCollector, ReloadRequested
+from devserve.reload.frameworks import is_template
 from devserve.reload.watcher import ChangeSet
 
 logger = logging.getLogger("devserve.error")
 
 
+STYLESHEETS = frozenset({".css"})
+BROWSER_ASSETS = frozenset({".js", ".mjs", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp",
+                            ".ico", ".woff", ".woff2"})
+# Watched in addition to the defaults when --livereload is on: what only browsers need.
+BROWSER_INCLUDES = tuple(f"*{suffix}" for suffix in sorted(STYLESHEETS | BROWSER_ASSETS))
+
+
 class Reloadable(Protocol):
-    def graceful_reload(self) -> None: ...
+    def graceful_reload(self, changed: Collection[Path] | None = None) -> None: ...
 
     def shutdown(self) -> None: ...
+
+
+def strategy_for(paths: Collection[Path]) -> str:
+    """``browser-only`` (stylesheets), ``template-only`` (templates, scripts, images) or
+    ``reimport`` (anything else: Python, configuration) for one batch."""
+    if paths and all(p.suffix.lower() in STYLESHEETS for p in paths):
+        return "browser-only"
+    if paths and all(p.suffix.lower() in STYLESHEETS | BROWSER_ASSETS or is_template(p)
+                     for p in paths):
+        return "template-only"
+    return "reimport"
 
 
 def _devserve_table(pyproject: Path) -> Any:
@@ -79,16 +104,18 @@ class Reloader:
                         self.on_reexec()
                     self.supervisor.shutdown()
                     return
+            changed: Collection[Path] | None = paths
             if self.env_file is not None and self.env_file in paths:
                 try:
                     os.environ.update(read_env_file(self.env_file))
                 except Exception as exc:
                     logger.error("Could not re-read %s: %s", _short(self.env_file), exc)
-            strategy = "reimport" if any(p.suffix == ".py" for p in paths) else "reload"
+                changed = None  # any module may read the environment at import: all of them
+            strategy = strategy_for(paths)
             if self.collector is not None:
                 self.collector.emit(ReloadRequested(trigger=tuple(_short(p) for p in paths),
                                                     strategy=strategy))
-        self.supervisor.graceful_reload()
+        self.supervisor.graceful_reload(changed)
 
 
 def _short(path: Path) -> str:

@@ -4,16 +4,28 @@ watchfiles watches a directory recursively by default, which puts an inotify wat
 directory under ``.venv`` or ``node_modules`` and wakes on every ``pip install``. Instead we walk
 the roots ourselves, skip ignored trees, and watch each remaining directory non-recursively. A new
 directory restarts the watch with it included (its files are scanned, so nothing written into it
-before the watch was added is missed). Batches end after a quiet period (``--reload-delay``) so a
-half-written file never triggers a reload.
+before the watch was added is missed).
+
+A batch starts on the first change and closes once the quiet period (``--reload-delay``) passed
+without another one, so a multi-file save is one batch. A half-written file must never reach the
+reloader, and a quiet period alone cannot promise that (an editor descheduled mid-save pauses as
+long as it likes), so a closing batch is also *settled*: no changed file may still be open for
+writing by another process (Linux: a read lease cannot be taken on it; elsewhere: its size and
+mtime must hold still for one more poll), and none may be missing unless it was really deleted
+(vim renames the original away before writing the new file). Until then the batch stays open,
+taking further changes, for at most ``SETTLE_MAX_MS``.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import os
+import signal
+import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +46,20 @@ DEFAULT_EXCLUDED_FILES = (
     "*.log", "*.sqlite3", "*.db", "*.db-*", "*.db.*", "*.sw?", "*~", ".#*", "#*#", "*.bak",
     "*.tmp", "4913", "*.pyc", "*.pyo",
 )
-MAX_BATCH_WAIT_MS = 1600
-POLL_MS = 10  # how often the notifier looks for new events while a batch may be open
+MAX_BATCH_WAIT_MS = 1600  # one notifier call returns by then even if changes keep coming
+POLL_MS = 5  # how often the notifier looks for new changes
+SETTLE_MAX_MS = 500  # a file still open for writing or missing after this is taken as it is
+BURST_QUIET_MS = 50  # quiet period once a batch holds several files: a tool at work may pause
+ADDED = 1  # watchfiles' Change.added: a path both added and gone in one batch was a temp file
+
+try:
+    import fcntl
+
+    _F_SETLEASE: int | None = fcntl.F_SETLEASE
+    _F_SETSIG: int = fcntl.F_SETSIG
+except (ImportError, AttributeError):  # not Linux
+    _F_SETLEASE = None
+    _F_SETSIG = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,69 @@ def watched_dirs(roots: Iterable[Path], path_filter: PathFilter) -> list[Path]:
     return found
 
 
+def open_for_writing(path: Path) -> bool | None:
+    """Whether another process holds *path* open for writing; None when this cannot be told.
+
+    Linux refuses a read lease (``EAGAIN``) on a file anybody has open for writing: a probe of a
+    few microseconds, taken and released at once. Should a writer open the file within those
+    microseconds, the kernel signals the lease holder; that signal is SIGURG (ignored unless
+    handled) instead of the default SIGIO, which would terminate the server. Needs the file's
+    owner (or ``CAP_LEASE``) and a filesystem with leases; otherwise: None.
+    """
+    if _F_SETLEASE is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    finally:
+        os.close(fd)
+
+
+class Settling:
+    """Which changed files are not ready to be read yet, for one batch (see the module doc)."""
+
+    def __init__(self, path_filter: PathFilter, roots: list[Path]) -> None:
+        self.filter = path_filter
+        self.roots = roots
+        self._stats: dict[Path, tuple[int, int]] = {}  # last look at files the probe can't judge
+
+    def pending(self, batch: set[tuple[int, str]]) -> list[Path]:
+        added = {raw for change, raw in batch if change == ADDED}
+        waiting: list[Path] = []
+        for raw in {raw for _, raw in batch}:
+            path = Path(raw)
+            if not self.filter.file_wanted(path, self.roots):
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                if raw not in added:  # gone, not a temp file that came and went: mid-replace?
+                    waiting.append(path)
+                continue
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            busy = open_for_writing(path)
+            if busy is None:  # no probe here: it must hold still for one poll
+                now = (st.st_size, st.st_mtime_ns)
+                busy = self._stats.get(path) != now
+                self._stats[path] = now
+            if busy:
+                waiting.append(path)
+        return waiting
+
+
 class Watcher:
     """Runs in a daemon thread; calls ``on_change(ChangeSet)`` for each debounced batch."""
 
@@ -99,7 +186,7 @@ class Watcher:
         on_change: Callable[[ChangeSet], None],
         *,
         path_filter: PathFilter | None = None,
-        quiet_ms: int = 50,
+        quiet_ms: int = 10,
         force_polling: bool = False,
     ) -> None:
         self.roots = [r.resolve() for r in roots]
@@ -170,28 +257,56 @@ class Watcher:
                 notify.close()
 
     def _next_batch(self, notify: Any, debounce: int) -> set[tuple[int, str]] | None:
-        """Changes once ``quiet_ms`` passed without a new one; None when stopped.
+        """The next batch (see the module doc); an empty set on an idle timeout, None when stopped.
 
-        RustNotify ends a batch after ``step`` ms of quiet but only looks every ``step`` ms, so
-        a 50 ms step means 50-100 ms of latency. We poll at ``POLL_MS`` and extend the batch
-        ourselves until the full quiet period has passed since the last change.
+        One notifier call returns ``POLL_MS`` after the last change it has not seen yet, or after
+        ``debounce`` ms of continuous changes; later calls start from an empty set, so they also
+        see a file written again. Each call waits at most the rest of the quiet period.
         """
-        step = min(POLL_MS, self.quiet_ms)
-        raw = notify.watch(debounce, step, 1000, self._stop)
+        raw = notify.watch(debounce, POLL_MS, 1000, self._stop)
         if raw == "stop":
             return None
         if isinstance(raw, str):  # "timeout" or "signal": nothing yet
             return set()
         batch: set[tuple[int, str]] = set(raw)
-        extra = self.quiet_ms - step
-        while extra > 0:
-            more = notify.watch(debounce, step, extra, self._stop)
-            if more == "stop":
-                return None
-            if isinstance(more, str):
-                break  # quiet for the rest of the period
-            batch |= more
-        return batch
+        settling = Settling(self.filter, self.roots)
+        settle_by: float | None = None
+        give_up = time.monotonic() + debounce / 1000  # changes that never stop: take them so far
+        wait_ms = self._quiet_for(batch) - POLL_MS  # the call above saw POLL_MS without news
+        while True:
+            if wait_ms > 0:
+                more = notify.watch(debounce, POLL_MS, wait_ms, self._stop)
+                if more == "stop":
+                    return None
+                if not isinstance(more, str):
+                    batch |= more
+                    if time.monotonic() >= give_up:
+                        return batch
+                    wait_ms = self._quiet_for(batch) - POLL_MS
+                    continue
+            pending = settling.pending(batch)
+            if not pending:
+                return batch
+            now = time.monotonic()
+            if settle_by is None:
+                settle_by = now + SETTLE_MAX_MS / 1000
+            elif now >= settle_by:
+                logger.debug("Reloading although %s may still be written to",
+                             ", ".join(str(p) for p in pending))
+                return batch
+            wait_ms = POLL_MS
+
+    def _quiet_for(self, batch: set[tuple[int, str]]) -> int:
+        """The quiet period that closes *batch*: ``quiet_ms`` for one saved file (an editor's
+        save, settled by :class:`Settling`); at least ``BURST_QUIET_MS`` once several files
+        changed, as a formatter or a ``git checkout`` may pause between them."""
+        first: str | None = None
+        for _, raw in batch:
+            if raw != first and self.filter.file_wanted(Path(raw), self.roots):
+                if first is not None:
+                    return max(self.quiet_ms, BURST_QUIET_MS)
+                first = raw
+        return self.quiet_ms
 
     def _split(self, batch: set[tuple[int, str]], known: set[Path]
                ) -> tuple[set[Path], list[Path]]:

@@ -1,14 +1,16 @@
 """Process workers: what a spawned child runs, talking to the Supervisor through :mod:`.ipc`.
 
-Children are started with the ``spawn`` method (see :mod:`.launch`) so they import the app fresh
-(a forked child would keep the parent's stale modules). A child leaves Ctrl+C and SIGHUP to the
-Supervisor, treats SIGTERM as a shutdown, reports :class:`~.ipc.Ready` or
-:class:`~.ipc.Failed`, obeys commands through the one :func:`~.ipc.dispatch_commands` loop, and
-shuts down when the pipe ends (the Supervisor died).
+Children are spawned, or forked from a process template that has loaded libraries but never
+project code (see :mod:`.template`), so they import the app fresh (a child forked from the
+Supervisor would keep its stale modules). A child leaves Ctrl+C and SIGHUP to the Supervisor,
+treats SIGTERM as a shutdown, reports :class:`~.ipc.Ready` or :class:`~.ipc.Failed` (then the
+libraries it loaded, for the next template), obeys commands through the one
+:func:`~.ipc.dispatch_commands` loop, and shuts down when the pipe ends (the Supervisor died).
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import os
@@ -25,18 +27,25 @@ from devserve.config import Config
 from devserve.errors import DevserveError
 from devserve.lifecycle import Event, RequestCompleted
 from devserve.logs import configure_logging
+from devserve.reload.frameworks import drop_template_caches
 from devserve.reload.importer import LoadedApp, load_app, load_app_fresh, user_traceback
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
+from devserve.reload.recorder import ProjectFiles
+from devserve.reload.resolve import import_failure
 from devserve.serve.h3 import AppRef
 from devserve.supervision.ipc import (
     AcceptStopped,
     Channel,
     Failed,
     Forward,
+    LibraryModules,
     LivereloadError,
+    Modules,
     Ready,
+    Refresh,
     dispatch_commands,
 )
+from devserve.supervision.prewarm import library_modules
 from devserve.workers.base import TCPWorker
 from devserve.workers.h3_worker import H3Worker
 from devserve.workers.sync_worker import SyncWorker
@@ -79,12 +88,15 @@ class _Stoppable(Protocol):
 class _Control:
     """The child's answers to the Supervisor's commands (see :class:`~.ipc.ChildControl`)."""
 
-    channel: Channel | None = None  # where AcceptStopped goes (set by _serve)
+    channel: Channel | None = None  # where AcceptStopped and Modules go (set by _serve)
+    project: ProjectFiles | None = None  # which loaded modules are the project's
 
-    def __init__(self, worker: _Stoppable, hub: LiveReloadHub | None, generation: int) -> None:
+    def __init__(self, worker: _Stoppable, hub: LiveReloadHub | None, generation: int,
+                 app: object) -> None:
         self.worker = worker
         self.hub = hub
         self.generation = generation
+        self.app = app  # the app as loaded (before livereload wrapping): its template engines
 
     def _close_browser_channel(self) -> None:
         if self.hub is not None:  # the livereload stream first: it would hold the drain open
@@ -125,23 +137,42 @@ class _Control:
             self.hub.report_error({"error": error.error, "location": error.location,
                                    "traceback": error.traceback})
 
+    def refresh(self, refresh: Refresh) -> None:
+        if refresh.templates:
+            drop_template_caches(self.app)
+        if self.hub is not None:
+            self.hub.refresh(refresh.kind, list(refresh.paths))
+
+    def list_modules(self) -> None:
+        names = tuple(self.project.loaded_modules()) if self.project is not None else ()
+        if self.channel is not None:
+            self.channel.send(LibraryModules(library_modules()))  # request-time imports too
+            self.channel.send(Modules(names))
+
     def parent_gone(self) -> None:
         self.worker.shutdown()
 
 
-def start_child(config: Config, generation: int, channel: Channel) -> LoadedApp:
+def project_dirs(config: Config) -> list[Path]:
+    return [Path(d) for d in (*config.reload_dirs, config.app_dir)]
+
+
+def start_child(config: Config, generation: int, channel: Channel,
+                preload: tuple[str, ...] = ()) -> LoadedApp:
     """What every spawned worker does first: leave Ctrl+C and SIGHUP to the Supervisor, set
-    up logging, import the app fresh (from source after a reload), and report a failed import
-    (message, traceback, file:line) before exiting with its code."""
+    up logging, import the app fresh (from source after a reload) and the project modules the
+    previous generation had loaded (*preload*: lazily imported ones too, so their errors show
+    before this generation is promoted), and report a failed import (message, traceback,
+    file:line) before exiting with its code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the Supervisor's call
     configure_logging(config)
     try:
         if generation > 1:
-            dirs = [Path(d) for d in (*config.reload_dirs, config.app_dir)]
-            return load_app_fresh(config.app, dirs=dirs, app_dir=config.app_dir,
-                                  factory=config.factory, interface=config.interface)
+            return load_app_fresh(config.app, dirs=project_dirs(config),
+                                  app_dir=config.app_dir, factory=config.factory,
+                                  interface=config.interface, preload=preload)
         return load_app(config.app, app_dir=config.app_dir, factory=config.factory,
                         interface=config.interface)
     except DevserveError as exc:
@@ -150,8 +181,24 @@ def start_child(config: Config, generation: int, channel: Channel) -> LoadedApp:
         raise SystemExit(exc.exit_code) from None
 
 
+def check_main(config: Config, modules: tuple[str, ...], conn: Connection) -> None:
+    """Entry point of the fresh-process check (see :mod:`.escalate`): import the app and the
+    running process's project modules from source, report Ready or Failed, exit."""
+    channel = Channel(conn)
+    start_child(config, 2, channel)  # reports Failed and exits on an import error
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            failure = import_failure(name, exc)
+            channel.send(Failed(failure.one_line(), failure.traceback_text, failure.location))
+            raise SystemExit(failure.exit_code) from None
+    channel.send(Ready())
+
+
 def _serve(worker: _Stoppable, run: Any, channel: Channel, conn: Connection,
-           hub: LiveReloadHub | None, generation: int) -> None:
+           hub: LiveReloadHub | None, generation: int, app: object = None,
+           project: ProjectFiles | None = None) -> None:
     """Announce readiness, obey commands, run *worker* in this thread; a failed lifespan
     startup is reported (after ``run`` returned, so nothing races it) and exits with 4."""
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.shutdown())
@@ -160,10 +207,12 @@ def _serve(worker: _Stoppable, run: Any, channel: Channel, conn: Connection,
         worker.ready.wait()
         if worker.startup_error is None:
             channel.send(Ready())
+            channel.send(LibraryModules(library_modules()))
 
     threading.Thread(target=report_ready, name="devserve-ready", daemon=True).start()
-    control = _Control(worker, hub, generation)
+    control = _Control(worker, hub, generation, app)
     control.channel = channel
+    control.project = project
     threading.Thread(target=dispatch_commands, args=(conn, control),
                      name="devserve-control", daemon=True).start()
     run()
@@ -193,12 +242,13 @@ def process_main(
     forward_events: bool,
     forward_requests: bool,
     output: socket.socket | None = None,
+    preload: tuple[str, ...] = (),
 ) -> None:
     """Entry point of a spawned TCP worker process."""
     if output is not None:
         _redirect_output(output)
     channel = Channel(conn)
-    loaded = start_child(config, generation, channel)
+    loaded = start_child(config, generation, channel, preload)
     if output is not None:
         logging.getLogger("devserve.access").disabled = True  # the display's request panel
     collector = PipeCollector(channel, forward_requests) if forward_events else None
@@ -225,7 +275,8 @@ def process_main(
             logging.getLogger("devserve.error").exception("worker %d crashed", slot)
             raise SystemExit(EXIT_CRASHED) from None
 
-    _serve(worker, run, channel, conn, hub, generation)
+    _serve(worker, run, channel, conn, hub, generation, loaded.app,
+           ProjectFiles(project_dirs(config)))
     if not worker.retired and not worker.state.shutting_down and not worker.state.draining:
         raise SystemExit(EXIT_CRASHED)  # the loop stopped without being asked: a crash
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from pathlib import Path
 
 Job = Callable[[], None]
 
@@ -64,3 +65,25 @@ class Coalescer:
         """Only the running caller resets (while RUNNING nobody else can start)."""
         with self._guard:
             self._phase, self._follow_up = Phase.IDLE, None
+
+
+class PendingChanges:
+    """The files changed since the last reload ran: every request adds its batch, the reload
+    that runs takes them all (a coalesced follow-up serves every batch, none is lost). ``None``
+    stands for "everything" (a manual reload, an ``--env-file`` edit) and absorbs any batch."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._paths: set[Path] | None = set()
+
+    def add(self, changed: Collection[Path] | None) -> None:
+        with self._guard:
+            if changed is None:
+                self._paths = None
+            elif self._paths is not None:
+                self._paths.update(changed)
+
+    def take(self) -> frozenset[Path] | None:
+        with self._guard:
+            paths, self._paths = self._paths, set()
+        return None if paths is None else frozenset(paths)

@@ -5,23 +5,32 @@
 - :meth:`Generations.promote` makes it the serving one (the slots point at its handles).
 - :meth:`Generations.retire` drains the previous one within a bounded grace (thread mode hands
   idle keep-alive connections to the new generation) and force-closes what remains.
-- :meth:`Generations.reload` (zero downtime): start N+1, wait ready, promote, retire N. If N+1
-  fails, it is discarded and N keeps serving. :meth:`Generations.restart` (fallback): retire
-  N, then start N+1 (queued connections wait in the kernel backlog meanwhile).
+- :meth:`Generations.reload` (zero downtime), for a batch of changed files, cheapest first:
+  stylesheets only → open pages swap them (``browser-only``); templates and browser assets only →
+  template caches dropped, pages reload (``template-only``), both without a new generation;
+  anything else → re-import what the batch affects (thread mode: ``partial``/``wider``/``full``,
+  see :mod:`devserve.reload.importer`) or fresh processes, start N+1, wait ready, promote, retire
+  N. If N+1 fails, it is discarded and N keeps serving. An edit the running process cannot take
+  (Django models, settings, a declaration a library refuses twice) goes to ``fresh_process``.
+  :meth:`Generations.restart` (fallback): retire N, then start N+1 (queued connections wait in
+  the kernel backlog meanwhile).
 Callers hold the lifecycle lock (see :mod:`.coalesce`); crash respawns take it too.
 """
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config
 from devserve.errors import DevserveError
 from devserve.lifecycle import (
+    BrowserRefresh,
     Event,
     GenerationPromoted,
     GenerationRetired,
@@ -35,10 +44,13 @@ from devserve.lifecycle import (
     WorkerSpawned,
     WorkerStopped,
 )
+from devserve.reload.frameworks import drop_template_caches
+from devserve.reload.importer import FreshProcessNeeded, ReloadOutcome
+from devserve.reload.reloader import strategy_for
 from devserve.serve.h3 import AppRef
 from devserve.supervision.h3 import H3Workers
 from devserve.supervision.handles import StartError, _parallel_join_targets, _WorkerHandle
-from devserve.supervision.ipc import LivereloadError
+from devserve.supervision.ipc import LivereloadError, Refresh
 from devserve.supervision.launch import Launcher
 from devserve.supervision.options import SupervisorOptions
 from devserve.supervision.rollout import Exited, Promoted
@@ -50,13 +62,25 @@ READY_TIMEOUT = 60.0
 Handles = dict[int, _WorkerHandle]
 
 
+def release_garbage() -> None:
+    """After a thread-mode reload the retired generation (its modules, app, loop) is cyclic
+    garbage. Workers freeze the start-up objects so that collections under load stay short
+    (``gc.freeze``), which would also keep that garbage forever: unfreeze, collect it now (not
+    at some later full collection, so memory stays flat save after save), freeze what lives."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class Generations:
     """The serving generation of TCP workers and how it is replaced."""
 
     def __init__(self, config: Config, app: ASGIApp | None, *, launcher: Launcher,
                  slots: SlotGroup[_WorkerHandle], h3: H3Workers, options: SupervisorOptions,
                  stop: StopRequest, emit: Callable[[Event], None],
-                 on_fatal: Callable[[str], None]) -> None:
+                 on_fatal: Callable[[str], None],
+                 fresh_process: Callable[[int, FreshProcessNeeded], None] | None = None
+                 ) -> None:
         self._config = config
         self.app = app
         self._launcher = launcher
@@ -66,6 +90,7 @@ class Generations:
         self._stop = stop
         self._emit = emit
         self._on_fatal = on_fatal  # nothing can serve any more: the server must exit 1
+        self._fresh_process = fresh_process  # an edit only a fresh process can take
         self.number = 0
         self.lifespan_state: dict[str, Any] | None = None
 
@@ -75,14 +100,14 @@ class Generations:
 
     # -- one worker ------------------------------------------------------------------------
     def spawn(self, slot: int, *, generation: int | None = None, app: ASGIApp | None = None,
-              run_lifespan: bool = True, state: dict[str, Any] | None = None
-              ) -> _WorkerHandle:
+              run_lifespan: bool = True, state: dict[str, Any] | None = None,
+              preload: tuple[str, ...] = ()) -> _WorkerHandle:
         """Create and start the worker of *slot* (the serving generation by default)."""
         gen = self.number if generation is None else generation
         if state is None and not run_lifespan:
             state = self.lifespan_state
         handle = self._launcher.spawn(slot, gen, app if app is not None else self.app,
-                                      run_lifespan=run_lifespan, state=state)
+                                      run_lifespan=run_lifespan, state=state, preload=preload)
         self._emit(WorkerSpawned(slot=slot, generation=gen, ident=handle.ident))
         return handle
 
@@ -115,8 +140,10 @@ class Generations:
                                  forced=handle.is_alive()))
 
     # -- one generation --------------------------------------------------------------------
-    def start(self, generation: int, app: ASGIApp | None) -> tuple[Handles, StartError | None]:
-        """Spawn every slot of *generation* and wait until each is ready (or one fails)."""
+    def start(self, generation: int, app: ASGIApp | None, preload: tuple[str, ...] = ()
+              ) -> tuple[Handles, StartError | None]:
+        """Spawn every slot of *generation* and wait until each is ready (or one fails).
+        *preload*: process mode, the project modules to import before a child is ready."""
         self._emit(GenerationStarted(generation=generation, workers=self.count))
         handles: Handles = {}
         slots = list(range(self.count))
@@ -134,13 +161,22 @@ class Generations:
             pending = [handles[slot] for slot in slots[1:]]
         else:
             for slot in slots:
-                handles[slot] = self.spawn(slot, generation=generation, app=app)
+                handles[slot] = self.spawn(slot, generation=generation, app=app,
+                                           preload=preload)
             pending = list(handles.values())
         error = self.wait_ready(pending)
         if error is not None:
             self.discard(handles)
             return {}, error
         return handles, None
+
+    def start_first(self) -> StartError | None:
+        """Generation 1, promoted when ready (its handles live on in the slots only, so it
+        becomes garbage like any other once retired)."""
+        handles, error = self.start(1, self.app)
+        if error is None:
+            self.promote(1, handles, self.app, fresh_budgets=True)
+        return error
 
     def discard(self, handles: Handles) -> None:
         """A generation that will never serve: close it now."""
@@ -192,25 +228,36 @@ class Generations:
             if handle.is_alive():
                 handle.force_stop(2.0)
             self._stopped(handle)
+            if handle.worker is not None:  # no path from a retired worker to the new one
+                handle.worker.handoff = handle.worker.state.handoff = None
         for gen in sorted({h.generation for h in old.values()}):
             self._emit(GenerationRetired(generation=gen, forced_connections=forced))
         return forced
 
     # -- reload, restart -------------------------------------------------------------------
-    def _load_app(self, generation: int, strategy: str) -> tuple[bool, ASGIApp | None]:
-        """Thread mode: import the app again (process children import their own)."""
+    def _load_app(self, generation: int, strategy: str, changed: Collection[Path] | None
+                  ) -> tuple[bool, ASGIApp | None, ReloadOutcome | None]:
+        """Thread mode: re-import what *changed* affects (process children import their own).
+        Returns (loaded, app, outcome); not loaded when it failed (reported) or escalated."""
         loader = self._options.app_loader
         if not self._launcher.in_process or loader is None:
-            return True, self.app
+            return True, self.app, None
         try:
-            return True, loader()
+            outcome = loader(changed)
+        except FreshProcessNeeded as exc:
+            if self._fresh_process is None:
+                self.report_failed(generation, strategy, StartError(exc.one_line()))
+            else:
+                self._fresh_process(generation, exc)
+            return False, None, None
         except DevserveError as exc:
-            self._reload_failed(generation, strategy, StartError(
+            self.report_failed(generation, strategy, StartError(
                 exc.one_line(), getattr(exc, "traceback_text", None),
                 getattr(exc, "location", None)))
-            return False, None
+            return False, None, None
+        return True, outcome.loaded.app, outcome
 
-    def _reload_failed(self, generation: int, strategy: str, error: StartError) -> None:
+    def report_failed(self, generation: int, strategy: str, error: StartError) -> None:
         self._emit(ReloadFailed(generation=generation, strategy=strategy, error=error.message,
                                 location=error.location, traceback=error.traceback,
                                 serving_generation=self.number))
@@ -219,35 +266,72 @@ class Generations:
             for handle in self.slots.handles().values():
                 handle.send(LivereloadError(error.message, error.location, error.traceback))
 
-    def reload(self) -> None:
-        """Zero-downtime rolling reload: start N+1, wait ready, promote, drain N."""
+    def reload(self, changed: Collection[Path] | None = None) -> None:
+        """Serve the edit in *changed* (None: everything) the cheapest trustworthy way."""
+        strategy = "reimport" if changed is None else strategy_for(changed)
+        if strategy in ("browser-only", "template-only"):
+            self.refresh(strategy, changed or ())
+            return
         started = time.monotonic()
         generation = self.number + 1
         strategy = self._launcher.reload_strategy
         self._emit(ReloadStarted(generation=generation, strategy=strategy))
-        loaded, app = self._load_app(generation, strategy)
+        loaded, app, outcome = self._load_app(generation, strategy, changed)
         if not loaded:
             return
         phases: dict[str, float] = {}
-        if self._launcher.in_process and self._options.app_loader is not None:
+        if outcome is not None:
             phases["import"] = time.monotonic() - started
-        handles, error = self.start(generation, app)
+        handles, error = self.start(generation, app, self._loaded_modules())
         if error is not None:
-            self._reload_failed(generation, strategy, error)
+            self.report_failed(generation, strategy, error)
             return
         phases["ready"] = time.monotonic() - started
         old = self.slots.handles()
         self.promote(generation, handles, app, fresh_budgets=True)
         self.retire(old, handles, self._options.reload_grace)
         phases["drained"] = phases["total"] = time.monotonic() - started
-        self._emit(ReloadCompleted(generation=generation, strategy=strategy, phases=phases))
+        self._emit(ReloadCompleted(
+            generation=generation,
+            strategy=outcome.strategy if outcome is not None else "process",
+            phases=phases, modules=len(outcome.reexecuted) if outcome is not None else None,
+            reason=outcome.reason if outcome is not None else None))
+        del old, handles, app, outcome
+        if self._launcher.in_process:
+            release_garbage()
+
+    def _loaded_modules(self) -> tuple[str, ...]:
+        """Process mode: what the serving generation has loaded (lazily imported views too),
+        which the next one imports before it is promoted; thread mode re-imports in place."""
+        if self._launcher.in_process:
+            return ()
+        first = self.slots.get(0)
+        return first.loaded_modules(1.0) if first is not None else ()
+
+    def refresh(self, strategy: str, changed: Collection[Path]) -> None:
+        """No new generation: template engines forget compiled templates (``template-only``)
+        and open pages swap stylesheets or reload (``browser-only``: stylesheets alone)."""
+        started = time.monotonic()
+        templates = strategy == "template-only"
+        kind = "page" if templates else "css"
+        paths = tuple(sorted(str(p) for p in changed))
+        self._emit(ReloadStarted(generation=self.number, strategy=strategy))
+        if self._launcher.in_process:
+            if templates:
+                drop_template_caches(self.app)
+        else:
+            for handle in self.slots.handles().values():
+                handle.send(Refresh(kind, paths, templates))
+        self._emit(BrowserRefresh(kind=kind, paths=paths))
+        self._emit(ReloadCompleted(generation=self.number, strategy=strategy,
+                                   phases={"total": time.monotonic() - started}))
 
     def restart(self) -> None:
         """Stop-then-start: a brief gap in which queued connections wait in the backlog."""
         started = time.monotonic()
         generation = self.number + 1
         self._emit(ReloadStarted(generation=generation, strategy="restart"))
-        loaded, app = self._load_app(generation, "restart")
+        loaded, app, _ = self._load_app(generation, "restart", None)
         if not loaded:
             return
         self.retire(self.slots.handles(), {}, self._options.reload_grace)
@@ -255,7 +339,7 @@ class Generations:
         handles, error = self.start(generation, app)
         if error is not None:
             # Nothing serves now: fall back to the previous app so the slots are not empty.
-            self._reload_failed(generation, "restart", error)
+            self.report_failed(generation, "restart", error)
             app = self.app
             handles, error = self.start(generation, app)
             if error is not None:

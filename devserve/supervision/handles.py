@@ -23,7 +23,9 @@ from devserve.supervision.ipc import (
     Drain,
     Failed,
     Force,
+    ListModules,
     MarkUnhealthy,
+    Modules,
     Ready,
     Shutdown,
     StopAccepting,
@@ -87,6 +89,8 @@ class _Handle:
         self.started_at = time.monotonic()
         self.reader_done = threading.Event()  # process mode: the pipe reader saw EOF
         self.accept_stopped = threading.Event()  # process mode: the child closed its listener
+        self.modules: tuple[str, ...] = ()  # process mode: its loaded project modules
+        self.modules_known = threading.Event()
         self._status = Status()
         self._lock = threading.Lock()
 
@@ -148,6 +152,17 @@ class _Handle:
             self.mark_failed(message.message, message.traceback, message.location)
         elif isinstance(message, AcceptStopped):
             self.accept_stopped.set()
+        elif isinstance(message, Modules):
+            self.modules = message.names
+            self.modules_known.set()
+
+    def loaded_modules(self, timeout: float) -> tuple[str, ...]:
+        """Process mode: the project modules this child has loaded (empty when it does not
+        answer within *timeout*: the next generation then imports what the app imports)."""
+        self.modules_known.clear()
+        if self.channel is None or not self.channel.send(ListModules()):
+            return ()
+        return self.modules if self.modules_known.wait(timeout) else ()
 
     # -- the target ------------------------------------------------------------------------
     @property

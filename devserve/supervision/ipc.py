@@ -1,10 +1,12 @@
 """Supervisor <-> child-process messages: frozen dataclasses over a ``multiprocessing`` pipe.
 
 Child → Supervisor: :class:`Ready`, :class:`Failed` (message, traceback, ``file:line``),
-:class:`Forward` (a lifecycle event for the displays), :class:`AcceptStopped`.
+:class:`Forward` (a lifecycle event for the displays), :class:`AcceptStopped`,
+:class:`LibraryModules` (what a process template should import).
 Supervisor → child: :class:`Drain` (reload), the stop in its steps (:class:`MarkUnhealthy`,
 :class:`StopAccepting`, :class:`Shutdown`), :class:`Force`,
-:class:`LivereloadError` (show a failed reload in the browser).
+:class:`LivereloadError` (show a failed reload in the browser), :class:`Refresh` (templates
+or browser assets changed: forget compiled templates, tell open pages).
 
 A message is matched on its type, never on its shape. Either side may vanish at any moment, so
 :meth:`Channel.send` never raises; a child treats the pipe's end as "the Supervisor is gone" and
@@ -53,7 +55,23 @@ class AcceptStopped:
     """The answer to :class:`StopAccepting`: this child's listener fd is closed."""
 
 
-ChildMessage = Ready | Failed | Forward | AcceptStopped
+@dataclass(frozen=True, slots=True)
+class Modules:
+    """The answer to :class:`ListModules`: the project modules this child has loaded (lazily
+    imported ones included), in the order they were first imported."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryModules:
+    """The library modules (stdlib, site-packages) this child has loaded: sent once it is ready
+    and before each :class:`Modules`; the next process template imports them."""
+
+    names: tuple[str, ...]
+
+
+ChildMessage = Ready | Failed | Forward | AcceptStopped | Modules | LibraryModules
 
 
 # -- Supervisor → child --------------------------------------------------------------------------
@@ -99,7 +117,24 @@ class LivereloadError:
     traceback: str | None = None
 
 
-Command = Drain | MarkUnhealthy | StopAccepting | Shutdown | Force | LivereloadError
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Templates or browser assets changed: no new generation. The child forgets compiled
+    templates (when *templates*) and its browsers swap stylesheets or reload (*kind*)."""
+
+    kind: str  # "css" | "page"
+    paths: tuple[str, ...]
+    templates: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ListModules:
+    """Which project modules are loaded? The next generation imports them all before it is
+    promoted, so an error in a lazily imported one keeps this generation serving."""
+
+
+Command = (Drain | MarkUnhealthy | StopAccepting | Shutdown | Force | LivereloadError | Refresh
+           | ListModules)
 
 
 class Channel:
@@ -134,7 +169,7 @@ def _received(conn: Connection) -> Iterator[object]:
 def read_messages(conn: Connection, on_message: Callable[[ChildMessage], None]) -> None:
     """Supervisor side: hand each child message to *on_message* until the child's end closes."""
     for message in _received(conn):
-        if isinstance(message, Ready | Failed | Forward | AcceptStopped):
+        if isinstance(message, Ready | Failed | Forward | AcceptStopped | Modules | LibraryModules):
             on_message(message)
         else:
             logger.warning("ignored an unknown message from a worker process: %r", message)
@@ -155,6 +190,10 @@ class ChildControl(Protocol):
 
     def livereload_error(self, error: LivereloadError) -> None: ...
 
+    def refresh(self, refresh: Refresh) -> None: ...
+
+    def list_modules(self) -> None: ...
+
     def parent_gone(self) -> None: ...
 
 
@@ -167,12 +206,20 @@ def dispatch_commands(conn: Connection, control: ChildControl) -> None:
             control.mark_unhealthy()
         elif isinstance(command, StopAccepting):
             control.stop_accepting(command.backlog)
+        elif isinstance(command, MarkUnhealthy):
+            control.mark_unhealthy()
+        elif isinstance(command, StopAccepting):
+            control.stop_accepting(command.backlog)
         elif isinstance(command, Shutdown):
             control.shutdown(command.grace)
         elif isinstance(command, Force):
             control.force()
         elif isinstance(command, LivereloadError):
             control.livereload_error(command)
+        elif isinstance(command, Refresh):
+            control.refresh(command)
+        elif isinstance(command, ListModules):
+            control.list_modules()
         else:
             logger.warning("ignored an unknown command from the Supervisor: %r", command)
     control.parent_gone()

@@ -4,9 +4,10 @@
   SyncWorkers (WSGI, ``--execution sync``) share one AcceptDistributor and AsyncPool that
   outlive generations, so a reload never stops accepting. HTTP/3 workers are threads that
   outlive generations too (they serve each new stream with the current ``AppRef``).
-- Processes: children are started with ``spawn`` (the one place that picks the start method)
-  so they import the app fresh; they inherit the listener and talk through :mod:`.ipc`. When a
-  live display owns the terminal, their output is relayed to ``output_sink`` line by line.
+- Processes: children import the app fresh, forked from a pre-warmed process template on
+  Linux (libraries already imported, no project code: :mod:`.template` picks fork or
+  ``spawn``); they inherit the listener and talk through :mod:`.ipc`. When a live display owns
+  the terminal, their output is relayed to ``output_sink`` line by line.
 
 Everything mode-specific about *starting* a worker lives here; the rest of the Supervisor
 works with handles only.
@@ -31,8 +32,9 @@ from devserve.reload.importer import user_traceback
 from devserve.serve.h3 import AppRef
 from devserve.supervision.child import h3_process_main, process_main
 from devserve.supervision.handles import _H3WorkerHandle, _Handle, _WorkerHandle
-from devserve.supervision.ipc import Channel, ChildMessage, Forward, read_messages
+from devserve.supervision.ipc import Channel, ChildMessage, Forward, LibraryModules, read_messages
 from devserve.supervision.options import SupervisorOptions
+from devserve.supervision.template import Templates
 from devserve.workers.accept_distributor import AcceptDistributor
 from devserve.workers.async_pool import AsyncPool
 from devserve.workers.base import TCPWorker
@@ -82,8 +84,9 @@ class Launcher(Protocol):
         """Before generation 1: remember the listeners, build what outlives generations."""
 
     def spawn(self, slot: int, generation: int, app: ASGIApp | None, *, run_lifespan: bool,
-              state: LifespanState | None) -> _WorkerHandle:
-        """Start the worker of *slot* in *generation*; readiness is reported on the handle."""
+              state: LifespanState | None, preload: tuple[str, ...] = ()) -> _WorkerHandle:
+        """Start the worker of *slot* in *generation*; readiness is reported on the handle.
+        *preload*: process mode, project modules to import before reporting ready."""
 
     def spawn_h3(self, index: int, generation: int, ref: AppRef | None) -> _H3WorkerHandle:
         """Start the HTTP/3 worker of UDP socket *index*; *ref* is the app it serves (thread
@@ -181,7 +184,7 @@ class ThreadLauncher:
         ), sock
 
     def spawn(self, slot: int, generation: int, app: ASGIApp | None, *, run_lifespan: bool,
-              state: LifespanState | None) -> _WorkerHandle:
+              state: LifespanState | None, preload: tuple[str, ...] = ()) -> _WorkerHandle:
         assert app is not None, "thread workers serve an app object"
         worker, sock = self._create(slot, 0, generation=generation, app=app,
                                     run_lifespan=run_lifespan)
@@ -217,7 +220,7 @@ class ThreadLauncher:
 
 
 class ProcessLauncher:
-    """Workers as spawned processes; each imports the app itself."""
+    """Workers as processes, forked from a template or spawned; each imports the app itself."""
 
     mode: WorkerMode = "process"
     reload_strategy = "process-roll"
@@ -228,6 +231,7 @@ class ProcessLauncher:
         self._config = config
         self._options = options
         self._mp = multiprocessing.get_context("spawn")
+        self._templates = Templates()
         self._sockets: list[socket.socket] = []
         self._udp_sockets: list[socket.socket] = []
 
@@ -235,19 +239,17 @@ class ProcessLauncher:
         self._sockets, self._udp_sockets = sockets, udp_sockets
 
     def spawn(self, slot: int, generation: int, app: ASGIApp | None, *, run_lifespan: bool,
-              state: LifespanState | None) -> _WorkerHandle:
+              state: LifespanState | None, preload: tuple[str, ...] = ()) -> _WorkerHandle:
         parent, child = self._mp.Pipe()
         out_parent = out_child = None
         if self._options.output_sink is not None:
             out_parent, out_child = socket.socketpair()
-        process = self._mp.Process(
-            target=process_main,
-            args=(self._config, self._sockets[0], slot, generation, child,
-                  self._options.worker_collector is not None, True, out_child),
-            name=f"devserve-g{generation}-w{slot}", daemon=True,
-        )
+        process = self._templates.process(
+            process_main,
+            (self._config, self._sockets[0], slot, generation, child,
+             self._options.worker_collector is not None, True, out_child, preload),
+            f"devserve-g{generation}-w{slot}")
         handle = _WorkerHandle(slot, process, None, generation, channel=Channel(parent))
-        process.start()
         child.close()
         self._read(handle)
         if out_parent is not None and out_child is not None:
@@ -258,19 +260,20 @@ class ProcessLauncher:
 
     def spawn_h3(self, index: int, generation: int, ref: AppRef | None) -> _H3WorkerHandle:
         parent, child = self._mp.Pipe()
-        process = self._mp.Process(
-            target=h3_process_main, name=f"devserve-g{generation}-h3", daemon=True,
-            args=(self._config, self._udp_sockets[index], self._config.workers + index,
-                  generation, child))
+        process = self._templates.process(
+            h3_process_main,
+            (self._config, self._udp_sockets[index], self._config.workers + index, generation,
+             child),
+            f"devserve-g{generation}-h3")
         handle = _H3WorkerHandle(index, process, generation=generation,
                                  channel=Channel(parent))
-        process.start()
         child.close()
         self._read(handle)
         return handle
 
     def close(self) -> None:
-        pass  # children own everything they built
+        """Children own everything they built; the process templates exit."""
+        self._templates.close()
 
     def _read(self, handle: _Handle) -> None:
         """One reader thread per child: start-up reports to the handle, events onwards."""
@@ -282,6 +285,8 @@ class ProcessLauncher:
             if isinstance(message, Forward):
                 if collector is not None:
                     collector.emit(message.event)
+            elif isinstance(message, LibraryModules):
+                self._templates.learn(message.names)
             else:
                 handle.on_child_message(message)
 

@@ -23,7 +23,7 @@ from conftest import APPS, ServerFactory, ServerProcess
 MODES = ["thread", "process"]
 TEMPLATE = (APPS / "sup_app.py").read_text()
 MODULE = "reload_target"
-RELOADED_RE = r"Reloaded: generation (\d+) ready in (\d+) ms, previous drained in (\d+) ms"
+RELOADED_RE = r"Reloaded: generation (\d+) ready in (\d+) ms \(.*\), previous drained in (\d+) ms"
 GEN_RE = re.compile(r"devserve-g(\d+)-w(\d+)")
 
 

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 MODES = ["thread", "process"]
 TEMPLATE = (APPS / "ws_reload_app.py").read_text()
 MODULE = "ws_reload_target"
-RELOADED_RE = r"Reloaded: generation (\d+) ready in (\d+) ms, previous drained in (\d+) ms"
+RELOADED_RE = r"Reloaded: generation (\d+) ready in (\d+) ms \(.*\), previous drained in (\d+) ms"
 GRACE = 2.0
 SOCKETS = 20
 TIMEOUT = 10.0

@@ -216,6 +216,30 @@ def test_reloads_table_manual_restart_and_running() -> None:
                                                      "- → - → - → - ms", "running"]
 
 
+def test_reloads_table_shows_strategy_modules_and_escalation_reason() -> None:
+    s = reduce_all(Snapshot(), [
+        *base_events(),
+        ev.ReloadStarted(ts=T0 + 5, generation=2, strategy="reimport"),
+        ev.ReloadCompleted(ts=T0 + 5.01, generation=2, strategy="partial", modules=3,
+                           phases={"ready": 0.01, "drained": 0.01, "total": 0.01}),
+        ev.ReloadStarted(ts=T0 + 6, generation=3, strategy="reimport"),
+        ev.ReloadCompleted(ts=T0 + 6.02, generation=3, strategy="wider", modules=5,
+                           reason="shop.db owns Base",
+                           phases={"ready": 0.02, "drained": 0.02, "total": 0.02}),
+        ev.ReloadStarted(ts=T0 + 7, generation=3, strategy="template-only"),
+        ev.ReloadCompleted(ts=T0 + 7.001, generation=3, strategy="template-only",
+                           phases={"total": 0.001}),
+    ])
+    lines = lines_of(render.reloads_table(s))
+    assert cells(row_with(lines, "partial"))[2] == "partial · 3 modules"
+    wider = row_with(lines, "wider")
+    assert cells(wider)[2] == "wider · 5 modules"
+    assert "shop.db owns Base" in lines[lines.index(wider) + 1]
+    assert cells(row_with(lines, "template-only"))[0] == "3"
+    # the template refresh got its own row; generation 3's reload row kept its outcome
+    assert [r.strategy for r in s.reloads][-2:] == ["wider", "template-only"]
+
+
 # -- requests --------------------------------------------------------------------------------
 def test_requests_panel(busy: Snapshot) -> None:
     lines = lines_of(render.requests_panel(busy, NOW))

@@ -68,12 +68,15 @@ def test_import_order_of_a_deep_chain_does_not_recurse() -> None:
     assert graph.import_order(set(names)) == list(reversed(names))
 
 
-def test_re_executing_a_node_records_its_edges_afresh() -> None:
-    graph = graph_of({"main": ["old_dep"], "user": ["main"]})
+def test_re_executing_a_node_keeps_its_edges() -> None:
+    """A re-execution may reach a module without any recordable import (Django's
+    ``include("app.urls")`` on a module already loaded): the old edges stay, new ones add."""
+    graph = graph_of({"main": ["old_dep"], "user": ["main"], "new_dep": []})
     graph.add_node("main", Path("/p/main.py"))  # executes again ...
-    assert graph.deps("main") == frozenset()  # ... importing nothing (yet)
+    graph.add_edge("main", "new_dep")
+    assert graph.deps("main") == {"old_dep", "new_dep"}
     assert graph.users("main") == {"user"}  # who imports it is unchanged
-    assert graph.users("old_dep") == frozenset()
+    assert graph.users("old_dep") == {"main"}
 
 
 def test_edges_only_between_nodes_and_never_to_self() -> None:

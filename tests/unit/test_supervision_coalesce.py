@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from devserve.supervision.coalesce import Coalescer, Phase
+from devserve.supervision.coalesce import Coalescer, PendingChanges, Phase
 
 
 def make(stopped: threading.Event | None = None) -> tuple[Coalescer, threading.Lock]:
@@ -182,3 +183,22 @@ def test_the_lock_shared_with_crash_respawns_serialises_them_too() -> None:
         order.append("respawn")
     t.join(10)
     assert order == ["respawn", "reload"]
+
+
+def test_pending_changes_merge_every_batch_until_taken() -> None:
+    """A coalesced follow-up reload serves every batch asked for meanwhile, none lost."""
+    pending = PendingChanges()
+    pending.add([Path("/p/a.py")])
+    pending.add([Path("/p/b.py"), Path("/p/a.py")])
+    assert pending.take() == {Path("/p/a.py"), Path("/p/b.py")}
+    assert pending.take() == frozenset()  # taken: the next reload starts empty
+
+
+def test_pending_changes_everything_absorbs_batches() -> None:
+    pending = PendingChanges()
+    pending.add([Path("/p/a.py")])
+    pending.add(None)  # a manual reload: everything
+    pending.add([Path("/p/b.py")])
+    assert pending.take() is None
+    pending.add([Path("/p/c.py")])
+    assert pending.take() == {Path("/p/c.py")}

@@ -1,0 +1,294 @@
+"""Process templates: worker processes forked from a pre-warmed interpreter (Linux).
+
+A process generation needs the project's code fresh, but a fresh interpreter also pays for
+devserve and every library the app uses (Django, SQLAlchemy, pydantic...): 0.3-1 s per reload.
+A *template* is a process that has imported devserve and the libraries (stdlib and
+site-packages modules) the previous generation had loaded, and never any project code; a worker
+forked from it imports only the project's own modules.
+
+- A template is a ``multiprocessing`` fork server of the launcher's own (``ForkServer``, not the
+  module-wide one) preloading :mod:`.prewarm`, which imports the learned module names (read from
+  a file named in ``DEVSERVE_PREWARM``) and refuses any module that is not a library's. Workers
+  are ``Process`` objects launched through it; their arguments (listener socket, pipe ends)
+  travel as with ``spawn``: pickled, the fds passed over the fork server's socket.
+- Children report the libraries they have loaded (:class:`~.ipc.LibraryModules`: once ready,
+  and again when the next generation is prepared, so imports made at request time count).
+  When a report names a module the template lacks, a new template is built in the background
+  and swapped in once a probe forked from it exits cleanly; a spawn never waits for one. The
+  old template exits when its last child does. The learned list only grows in a session.
+- A template goes stale when installed packages change (a site-packages directory's mtime) or
+  ``os.environ`` does (``--env-file`` edits): until its replacement is ready, workers are
+  spawned. A list whose template could not be built (a library crashed it or started a thread
+  at import, which forking would lose) is not tried again; workers are spawned meanwhile.
+- Generation 1 is spawned (its libraries are not known yet), then the first template is built.
+
+Elsewhere (macOS, Windows: no safe ``fork``) and with ``DEVSERVE_NO_TEMPLATE=1``: ``spawn``.
+
+A forked worker differs from a spawned one in what happened before the project ran: a library
+whose import-time behaviour depends on state the project sets before importing it (an
+environment variable, a setting) saw the template's state; libraries' import-time warnings are
+not repeated; ``atexit`` handlers do not run at exit before Python 3.13 (the ASGI lifespan
+shutdown does).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from devserve.supervision import prewarm
+
+if sys.platform == "linux":
+    import io
+    from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
+
+logger = logging.getLogger("devserve.error")
+
+DISABLE_ENV = "DEVSERVE_NO_TEMPLATE"
+PRELOAD = ["devserve.supervision.child", "devserve.supervision.prewarm"]
+PROBE_TIMEOUT = 60.0
+
+_SPAWN = multiprocessing.get_context("spawn")
+# DEVSERVE_PREWARM is in os.environ only while a template starts: no other process may start then
+_ENVIRON_LOCK = threading.Lock()
+
+
+def enabled() -> bool:
+    return sys.platform == "linux" and not os.environ.get(DISABLE_ENV)
+
+
+def _site_stamp() -> tuple[int, ...]:
+    """The library directories' mtimes: installing or removing a package changes one."""
+    stamps = []
+    for directory in prewarm.LIBRARY_DIRS:
+        try:
+            stamps.append(os.stat(directory).st_mtime_ns)
+        except OSError:
+            stamps.append(0)
+    return tuple(stamps)
+
+
+def _probe() -> None:
+    """Runs in a process forked from a new template: a clean exit proves it imported its list."""
+    if not prewarm.warmed:
+        raise SystemExit(1)
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+if sys.platform == "linux":
+
+    class _TemplatePopen(popen_forkserver.Popen):
+        """Launches a process through its template's fork server (the module-wide one is
+        ``popen_forkserver.Popen``'s): the same steps, another server."""
+
+        _fds: list[int]  # what the pickled arguments hold, passed to the fork server
+
+        def _launch(self, process_obj: BaseProcess) -> None:
+            assert isinstance(process_obj, _TemplateProcess)
+            data = io.BytesIO()
+            context.set_spawning_popen(self)  # fds pickled meanwhile go to self._fds
+            try:
+                reduction.dump(spawn.get_preparation_data(process_obj.name), data)
+                reduction.dump(process_obj, data)
+            finally:
+                context.set_spawning_popen(None)
+            self.sentinel, write_end = process_obj.server.connect_to_new_process(self._fds)
+            keep = os.dup(write_end)  # the child sees the parent die when this closes
+            self.finalizer = util.Finalize(self, _close_fds, (keep, self.sentinel))
+            with open(write_end, "wb", closefd=True) as pipe:
+                pipe.write(data.getbuffer())
+            self.pid = forkserver.read_signed(self.sentinel)
+
+    class _TemplateProcess(context.ForkServerProcess):
+        """A process forked from *server*; the child gets no reference to it."""
+
+        def __init__(self, server: forkserver.ForkServer, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.server = server
+
+        @staticmethod
+        def _Popen(process_obj: BaseProcess) -> popen_forkserver.Popen:
+            return _TemplatePopen(process_obj)
+
+        def __getstate__(self) -> dict[str, Any]:
+            state = dict(vars(self))
+            state.pop("server", None)
+            return state
+
+
+class Template:
+    """One fork server that has imported *modules* (see :mod:`.prewarm`)."""
+
+    def __init__(self, modules: tuple[str, ...]) -> None:
+        self.modules = modules
+        self.names = frozenset(modules)
+        self._server = forkserver.ForkServer()
+        self._server.set_forkserver_preload(list(PRELOAD))
+        self._stamp = _site_stamp()
+        self._environ = dict(os.environ)
+
+    def build(self) -> bool:
+        """Start the fork server and wait until it has imported everything (a probe forked
+        from it exits cleanly); False when it did not work."""
+        fd, listing = tempfile.mkstemp(prefix="devserve-prewarm-", suffix=".txt")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write("\n".join(self.modules))
+            with _ENVIRON_LOCK:
+                os.environ[prewarm.ENV] = listing
+                try:
+                    self._server.ensure_running()
+                finally:
+                    del os.environ[prewarm.ENV]
+            probe = self.process(_probe, (), "devserve-template-probe")
+            probe.join(PROBE_TIMEOUT)
+            if probe.is_alive():
+                probe.kill()
+                probe.join()
+            return probe.exitcode == 0
+        except (OSError, EOFError, ValueError):
+            return False
+        finally:
+            os.unlink(listing)
+
+    def fresh(self) -> bool:
+        """Still what a spawned process would see: same installed packages, same environment."""
+        return self._stamp == _site_stamp() and self._environ == os.environ
+
+    def process(self, target: Callable[..., object], args: tuple[Any, ...], name: str
+                ) -> BaseProcess:
+        """Start *target(*args)* in a process forked from this template."""
+        process = _TemplateProcess(self._server, target=target, args=args, name=name,
+                                   daemon=True)
+        process.start()
+        return process
+
+    def stop(self) -> threading.Thread:
+        """Let the fork server exit once its last child has (in a thread: children of a
+        serving generation may run for long); the thread ends when it has."""
+        stopper = threading.Thread(target=self._server._stop,  # type: ignore[attr-defined]
+                                   name="devserve-template-stop", daemon=True)
+        stopper.start()
+        return stopper
+
+
+class Templates:
+    """The launcher's worker processes: forked from the current template when there is a
+    usable one, else spawned; templates are rebuilt in the background as children report
+    libraries the current one lacks."""
+
+    def __init__(self) -> None:
+        self.enabled = enabled()
+        self._lock = threading.Lock()
+        self._current: Template | None = None
+        self._building = False
+        self._closed = False
+        self._learned: dict[str, None] = {}  # every library module reported, in order
+        self._failed: set[frozenset[str]] = set()  # lists whose template did not work
+        self._stopping: list[threading.Thread] = []
+
+    @property
+    def current(self) -> Template | None:
+        return self._current
+
+    def process(self, target: Callable[..., object], args: tuple[Any, ...], name: str
+                ) -> BaseProcess:
+        """A started process running *target(*args)*."""
+        template = self._usable()
+        if template is not None:
+            try:
+                return template.process(target, args, name)
+            except (OSError, EOFError, ValueError) as exc:
+                logger.debug("process template failed (%s): spawning", exc)
+                self._retire(template)
+        process = _SPAWN.Process(target=target, args=args, name=name, daemon=True)
+        with _ENVIRON_LOCK:
+            process.start()
+        return process
+
+    def _usable(self) -> Template | None:
+        with self._lock:
+            template = self._current
+        if template is None:
+            return None
+        if not template.fresh():
+            self._retire(template)
+            self._rebuild()
+            return None
+        return template
+
+    def learn(self, names: tuple[str, ...]) -> None:
+        """A child reported the library modules it has loaded."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self._learned.update(dict.fromkeys(names))
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Build a template with everything learned, in the background, when the current one
+        lacks some of it (or is gone) and no build is under way."""
+        with self._lock:
+            modules = tuple(self._learned)
+            current = self._current
+            wanted = frozenset(modules)
+            if (self._building or self._closed or wanted in self._failed
+                    or (current is not None and wanted <= current.names)):
+                return
+            self._building = True
+        threading.Thread(target=self._build, args=(Template(modules),),
+                         name="devserve-template", daemon=True).start()
+
+    def _build(self, template: Template) -> None:
+        ok = template.build()
+        with self._lock:
+            self._building = False
+            old, closed = self._current, self._closed
+            if ok and not closed:
+                self._current = template
+            elif not ok:
+                self._failed.add(template.names)
+        if ok and not closed:
+            logger.debug("process template ready: %d library modules preloaded",
+                         len(template.modules))
+            if old is not None:
+                self._retire(old)
+            self._rebuild()  # more may have been learned meanwhile
+        else:
+            if not ok:
+                logger.debug("process template with %d modules did not start: spawning",
+                             len(template.modules))
+            self._stop(template)
+
+    def _retire(self, template: Template) -> None:
+        with self._lock:
+            if self._current is template:
+                self._current = None
+        self._stop(template)
+
+    def _stop(self, template: Template) -> None:
+        stopper = template.stop()
+        with self._lock:
+            self._stopping = [t for t in self._stopping if t.is_alive()] + [stopper]
+
+    def close(self, timeout: float = 2.0) -> None:
+        """After every worker stopped: the templates exit."""
+        with self._lock:
+            self._closed = True
+            current, self._current = self._current, None
+        if current is not None:
+            self._stop(current)
+        for stopper in list(self._stopping):
+            stopper.join(timeout)
+
