@@ -33,7 +33,7 @@ from _load import LOCALHOST as LOCALHOST
 from _load import HttpLoad, wrk_available
 from _machine import REPO_ROOT as REPO_ROOT
 from _machine import host_label, loadavg, machine_info
-from _machine import uncommitted as uncommitted
+from _machine import tree_state as tree_state
 from _servers import RunningServer as RunningServer
 from _servers import ServerError as ServerError
 from _servers import ServerSpec as ServerSpec

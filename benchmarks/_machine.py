@@ -62,15 +62,17 @@ def _git_commit() -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def uncommitted(path: str = "devserve") -> list[str] | None:
-    """Files under *path* that differ from the commit (read-only ``git status``): with others'
-    edits in the working tree, the commit alone does not say what was measured."""
+def tree_state(path: str = "devserve") -> dict[str, Any]:
+    """The commit and the files under *path* that differ from it (read-only ``git status``):
+    with others' edits in the working tree, the commit alone does not say what was measured,
+    and a tree that changed between the start and the end of a run mixed two versions."""
     try:
         proc = subprocess.run(["git", "status", "--porcelain", "--", path], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return [line[3:] for line in proc.stdout.splitlines()] if proc.returncode == 0 else None
+        return {"git_commit": _git_commit(), "uncommitted": None}
+    changed = [line[3:] for line in proc.stdout.splitlines()] if proc.returncode == 0 else None
+    return {"git_commit": _git_commit(), "uncommitted": changed}
 
 
 def machine_info(

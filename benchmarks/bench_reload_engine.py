@@ -50,8 +50,8 @@ from _common import (
     format_table,
     median,
     pick,
+    tree_state,
     tree_usage,
-    uncommitted,
 )
 from _load import Http1Client, new_errors, percentile
 
@@ -455,12 +455,16 @@ def _goals(figures: dict[str, Any], cases: list[str], server: str) -> list[str]:
     return [f"  {server}: {text}" for text in [*out, f"failed requests: {failed} (goal 0)"]]
 
 
-def conclude(cases: list[str]) -> Callable[[dict[str, Any]], list[str]]:
-    """Speed-ups as the issue states them (uvicorn p50 / devserve p50), the goals, RSS and fds."""
+def conclude(cases: list[str], tree: dict[str, Any]) -> Callable[[dict[str, Any]], list[str]]:
+    """Speed-ups as the issue states them (uvicorn p50 / devserve p50), the goals, RSS and fds;
+    ``tree`` (the record's extra) gets the devserve/ tree at the end next to the one at start."""
     def lines(result: dict[str, Any]) -> list[str]:
         figures = result["servers"]
         ours = [s for s in figures[cases[0]] if s.startswith("devserve")]
-        out = []
+        tree["devserve_tree_at_end"] = tree_state("devserve")
+        out = [] if tree["devserve_tree_at_end"] == tree["devserve_tree_at_start"] else [
+            "", "WARNING: devserve/ changed during the run (commit or uncommitted files): the "
+                "cases did not all measure the same code"]
         if "uvicorn" in figures[cases[0]]:
             rows = [[c, *(f"{f['uvicorn']['p50_ms_median'] / f[s]['p50_ms_median']:.1f}x"
                           if f["uvicorn"]["p50_ms_median"] and f[s]["p50_ms_median"] else "n/a"
@@ -507,10 +511,11 @@ def main(argv: list[str] | None = None) -> int:
              "fastapi-saves": PROJECT_CASES["fastapi-saves"]}
     cases = pick(parser, "--cases", args.cases or ",".join(every), list(every))
     args.saves_servers = pick(parser, "--saves-servers", args.saves_servers, SERVERS)
+    tree = {"devserve_tree_at_start": tree_state("devserve")}
     with tempfile.TemporaryDirectory(prefix="bench-reload-engine-") as tmp:
         return BENCH.run(
             args, lambda server, case: run_one(server, every[case or cases[0]], args, Path(tmp)),
-            line=line, variants=cases, conclude=conclude(cases),
+            line=line, variants=cases, conclude=conclude(cases, tree),
             header=f"{args.edits} edits per case, {args.saves} saves, sizes "
                    f"{','.join(map(str, sizes))}",
             notes=["Flask (WSGI) runs under devserve only: uvicorn serves ASGI",
@@ -526,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             commands={c: {s: server_spec(s, every[c], Path("DIR"), 0).template()
                           for s in args.servers if s.startswith("devserve") or not every[c].wsgi}
                       for c in cases},
-            extra={"uncommitted_devserve_files": uncommitted("devserve")},
+            extra=tree,  # the record is written after conclude() added the tree at the end
         )
 
 
