@@ -29,6 +29,16 @@
       link.parentNode.insertBefore(fresh, link.nextSibling);
     });
   }
+  function reloadPage(paths) {
+    // A plain reload revalidates only the page itself: scripts and images it uses would come
+    // from the HTTP cache, stale. Fetch the edited ones past the cache first.
+    var urls = Array.prototype.slice.call(document.querySelectorAll("script[src], img[src], link[href]"))
+      .map(function (el) { return el.src || el.href; })
+      .filter(function (url) { return matches(url, paths); });
+    Promise.all(urls.map(function (url) {
+      return fetch(url, { cache: "reload" }).catch(function () {});
+    })).then(function () { location.reload(); });
+  }
   function connect() {
     var es = new EventSource("/__devserve__/livereload");
     es.addEventListener("hello", function (e) {
@@ -39,7 +49,7 @@
     es.addEventListener("failed", function (e) { show(JSON.parse(e.data)); });
     es.addEventListener("refresh", function (e) {
       var info = JSON.parse(e.data);
-      if (info.kind === "css") { swapStyles(info.paths || []); } else { location.reload(); }
+      if (info.kind === "css") { swapStyles(info.paths || []); } else { reloadPage(info.paths || []); }
     });
   }
   connect();
