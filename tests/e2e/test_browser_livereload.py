@@ -1,6 +1,8 @@
 """A real headless Chromium on a page served with ``--livereload``: the page reloads itself after
 an edit (no navigation by the test), shows ``#devserve-error-overlay`` after a failed reload and
-drops it once the fix is served.
+drops it once the fix is served. On a Starlette + Jinja2 site with StaticFiles: a stylesheet edit
+is swapped into the open page without reloading it, a template edit reloads the page with the new
+text and a script edit reloads it running the new script, both without a new generation.
 
 The browser is driven over the Chrome DevTools Protocol with a minimal client built on the
 ``websockets`` library. Chromium is required: CI installs it, so a missing binary is a failure
@@ -17,12 +19,12 @@ import subprocess
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerFactory, ServerProcess, wait_until
+from conftest import READY_RE, ServerFactory, ServerProcess, wait_until
 from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM = os.environ.get("DEVSERVE_CHROMIUM", "/usr/bin/chromium")
@@ -241,3 +243,166 @@ def test_page_reloads_itself_and_shows_error_overlay(
     cdp.wait_for(HAS_OVERLAY, False, what="overlay gone after the fix")
     assert cdp.evaluate(MARKER) is None
     server.wait_for(r"Reloaded: generation 3 ready", WAIT)
+
+
+# --- non-Python files: stylesheets swapped in place, templates and scripts reload the page -------
+
+SITE_APP = textwrap.dedent("""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+    from starlette.templating import Jinja2Templates
+
+    templates = Jinja2Templates(directory="templates")
+
+
+    async def index(request):
+        return templates.TemplateResponse(request, "index.html", {"title": "devserve e2e"})
+
+
+    app = Starlette(routes=[
+        Route("/", index),
+        Mount("/static", StaticFiles(directory="static"), name="static"),
+    ])
+""")
+
+SITE_TEMPLATE = """<!doctype html>
+<html><head><title>{{ title }}</title>
+<link rel="stylesheet" href="/static/site.css">
+<script src="/static/site.js"></script>
+</head><body>
+<p id="msg">MESSAGE</p>
+<script>window.__marker = Math.random();</script>
+</body></html>
+"""
+
+# Runs before the page's own scripts: records when an EventSource got the hub's "hello" (the
+# page's live-reload stream is subscribed from then on). The stream itself is the page's own.
+HELLO_SPY = """
+(() => {
+  const Native = window.EventSource;
+  window.__devserveHello = false;
+  window.EventSource = function (url, init) {
+    const source = new Native(url, init);
+    source.addEventListener("hello", () => { window.__devserveHello = true; });
+    return source;
+  };
+  window.EventSource.prototype = Native.prototype;
+})();
+"""
+HELLO_SEEN = "window.__devserveHello === true"
+MSG_COLOR = ("document.getElementById('msg') ? "
+             "getComputedStyle(document.getElementById('msg')).color : null")
+PAGE_MARKER = "window.__marker === undefined ? null : window.__marker"
+SCRIPT_VERSION = "window.__siteScript === undefined ? null : window.__siteScript"
+
+
+def site_css(color: str) -> str:
+    return f"#msg {{ color: {color}; }}\n"
+
+
+def site_js(version: str) -> str:
+    return f"window.__siteScript = {version!r};\n"
+
+
+def site_template(message: str) -> str:
+    return SITE_TEMPLATE.replace("MESSAGE", message)
+
+
+class Site:
+    """A Starlette project in a temp dir: a Jinja2 page with a stylesheet and a script from
+    StaticFiles, served by ``devserve --reload --livereload``, open in the browser."""
+
+    def __init__(self, root: Path, start_server: ServerFactory, browser: Browser,
+                 mode: str) -> None:
+        root.mkdir()
+        (root / "static").mkdir()
+        (root / "templates").mkdir()
+        (root / "app.py").write_text(SITE_APP)
+        self.css = root / "static" / "site.css"
+        self.js = root / "static" / "site.js"
+        self.template = root / "templates" / "index.html"
+        self.css.write_text(site_css("rgb(255, 0, 0)"))
+        self.js.write_text(site_js("script one"))
+        self.template.write_text(site_template("template one"))
+        day_ago = time.time() - 86400  # files as a project has them: not all written just now,
+        for path in (self.css, self.js, self.template):  # so HTTP caches would call them fresh
+            os.utime(path, (day_ago, day_ago))
+        self.server: ServerProcess = start_server(
+            "app:app", "--reload", "--livereload", "--worker-mode", mode, cwd=root)
+        self.server.wait_for(r"Watching for changes in \d+ director", WAIT)
+        self.cdp = browser.cdp
+        self.cdp.call("Page.enable")  # scripts to evaluate on new documents need it
+        self.cdp.call("Page.addScriptToEvaluateOnNewDocument", {"source": HELLO_SPY})
+        self.cdp.call("Page.navigate", {"url": self.server.url + "/"})
+        self.cdp.wait_for(MSG, "template one", what="initial page")
+        self.cdp.wait_for(MSG_COLOR, "rgb(255, 0, 0)", what="initial stylesheet")
+        # Edit only once the page listens: the hub sends "hello" on a stream it has subscribed.
+        self.cdp.wait_for(HELLO_SEEN, True, what="the live-reload stream's hello")
+        self.marker = self.cdp.evaluate(PAGE_MARKER)
+        assert isinstance(self.marker, float), self.marker
+
+    def refreshed(self, strategy: str, start: int) -> None:
+        """The edit was served as *strategy*, without a new generation."""
+        self.server.wait_for(rf"Refreshed without a new generation \({strategy}", WAIT,
+                             start=start)
+        new_generations = [line for line in self.server.lines[start:] if READY_RE.search(line)]
+        assert new_generations == [], self.server.output
+
+
+@pytest.fixture
+def site_factory(tmp_path: Path, start_server: ServerFactory,
+                 browser: Browser) -> Callable[[str], Site]:
+    return lambda mode: Site(tmp_path / "site", start_server, browser, mode)
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_css_edit_swaps_the_stylesheet_without_reloading_the_page(
+        site_factory: Callable[[str], Site], mode: str) -> None:
+    site = site_factory(mode)
+    cdp = site.cdp
+    mark = len(site.server.lines)
+    site.css.write_text(site_css("rgb(0, 0, 255)"))
+    took = cdp.wait_for(MSG_COLOR, "rgb(0, 0, 255)", what="the new stylesheet applied")
+    assert cdp.evaluate(PAGE_MARKER) == site.marker, "the page reloaded for a CSS edit"
+    assert cdp.evaluate(
+        "document.querySelectorAll('link[rel~=\"stylesheet\"]').length") == 1
+    site.refreshed("browser-only", mark)
+    print(f"\n[browser/{mode}] stylesheet swapped after {took * 1000:.0f} ms, no page reload")
+
+    # A second edit swaps the swapped link again (its href now carries a cache-busting query).
+    site.css.write_text(site_css("rgb(0, 128, 0)"))
+    cdp.wait_for(MSG_COLOR, "rgb(0, 128, 0)", what="the second stylesheet edit applied")
+    assert cdp.evaluate(PAGE_MARKER) == site.marker
+    assert cdp.evaluate(MSG) == "template one"
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_template_edit_reloads_the_page_without_a_new_generation(
+        site_factory: Callable[[str], Site], mode: str) -> None:
+    site = site_factory(mode)
+    cdp = site.cdp
+    mark = len(site.server.lines)
+    site.template.write_text(site_template("template two"))
+    took = cdp.wait_for(MSG, "template two", what="the edited template in the page")
+    marker = cdp.evaluate(PAGE_MARKER)
+    assert marker is not None and marker != site.marker, "the text changed without a reload?"
+    site.refreshed("template-only", mark)
+    assert cdp.evaluate(HAS_OVERLAY) is False
+    print(f"\n[browser/{mode}] template edit visible after {took * 1000:.0f} ms, "
+          "same generation")
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_script_edit_reloads_the_page(site_factory: Callable[[str], Site], mode: str) -> None:
+    site = site_factory(mode)
+    cdp = site.cdp
+    assert cdp.evaluate(SCRIPT_VERSION) == "script one"
+    mark = len(site.server.lines)
+    site.js.write_text(site_js("script two"))
+    took = cdp.wait_for(SCRIPT_VERSION, "script two", what="the edited script running")
+    marker = cdp.evaluate(PAGE_MARKER)
+    assert marker is not None and marker != site.marker, "the script changed without a reload?"
+    assert cdp.evaluate(MSG) == "template one"
+    site.refreshed("template-only", mark)
+    print(f"\n[browser/{mode}] script edit running after {took * 1000:.0f} ms")
