@@ -280,13 +280,18 @@ class ProcessLauncher:
         assert handle.channel is not None
         conn = handle.channel.conn
         collector = self._options.worker_collector
+        reports = 0
 
         def on_message(message: ChildMessage) -> None:
+            nonlocal reports
             if isinstance(message, Forward):
                 if collector is not None:
                     collector.emit(message.event)
             elif isinstance(message, LibraryModules):
-                self._templates.learn(message.names)
+                # The first comes once the child is ready; later ones while the next
+                # generation starts: the template is rebuilt once that one is ready.
+                self._templates.learn(message.names, rebuild=reports == 0)
+                reports += 1
             else:
                 handle.on_child_message(message)
 

@@ -39,6 +39,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -79,6 +80,13 @@ def _probe() -> None:
     """Runs in a process forked from a new template: a clean exit proves it imported its list."""
     if not prewarm.warmed:
         raise SystemExit(1)
+
+
+def _environ() -> dict[str, str]:
+    """What a process started now inherits (but the list a template being built is given)."""
+    environ = dict(os.environ)
+    environ.pop(prewarm.ENV, None)
+    return environ
 
 
 def _close_fds(*fds: int) -> None:
@@ -136,7 +144,7 @@ class Template:
         self._server = forkserver.ForkServer()
         self._server.set_forkserver_preload(list(PRELOAD))
         self._stamp = _site_stamp()
-        self._environ = dict(os.environ)
+        self._environ = _environ()
 
     def build(self) -> bool:
         """Start the fork server and wait until it has imported everything (a probe forked
@@ -162,9 +170,15 @@ class Template:
         finally:
             os.unlink(listing)
 
-    def fresh(self) -> bool:
-        """Still what a spawned process would see: same installed packages, same environment."""
-        return self._stamp == _site_stamp() and self._environ == os.environ
+    def stale(self) -> str | None:
+        """Why a spawned process would now see something else, if it would."""
+        if self._stamp != _site_stamp():
+            return "installed packages changed"
+        now = _environ()
+        if self._environ != now:
+            changed = {k for k in {*now, *self._environ} if now.get(k) != self._environ.get(k)}
+            return f"environment variables changed: {', '.join(sorted(changed))}"
+        return None
 
     def process(self, target: Callable[..., object], args: tuple[Any, ...], name: str
                 ) -> BaseProcess:
@@ -193,14 +207,11 @@ class Templates:
         self._lock = threading.Lock()
         self._current: Template | None = None
         self._building = False
+        self._pending = False  # asked to rebuild while building: look again once built
         self._closed = False
         self._learned: dict[str, None] = {}  # every library module reported, in order
         self._failed: set[frozenset[str]] = set()  # lists whose template did not work
         self._stopping: list[threading.Thread] = []
-
-    @property
-    def current(self) -> Template | None:
-        return self._current
 
     def process(self, target: Callable[..., object], args: tuple[Any, ...], name: str
                 ) -> BaseProcess:
@@ -222,19 +233,22 @@ class Templates:
             template = self._current
         if template is None:
             return None
-        if not template.fresh():
-            self._retire(template)
-            self._rebuild()
+        reason = template.stale()
+        if reason is not None:
+            logger.debug("process template is stale (%s): spawning until it is rebuilt", reason)
+            self._retire(template)  # the next report of a ready child builds another
             return None
         return template
 
-    def learn(self, names: tuple[str, ...]) -> None:
-        """A child reported the library modules it has loaded."""
+    def learn(self, names: tuple[str, ...], *, rebuild: bool = True) -> None:
+        """A child reported the library modules it has loaded. *rebuild*: a template that lacks
+        some may be built now (not while a generation is starting: it would compete for CPU)."""
         if not self.enabled:
             return
         with self._lock:
             self._learned.update(dict.fromkeys(names))
-        self._rebuild()
+        if rebuild:
+            self._rebuild()
 
     def _rebuild(self) -> None:
         """Build a template with everything learned, in the background, when the current one
@@ -243,6 +257,7 @@ class Templates:
             modules = tuple(self._learned)
             current = self._current
             wanted = frozenset(modules)
+            self._pending = self._building
             if (self._building or self._closed or wanted in self._failed
                     or (current is not None and wanted <= current.names)):
                 return
@@ -254,7 +269,7 @@ class Templates:
         ok = template.build()
         with self._lock:
             self._building = False
-            old, closed = self._current, self._closed
+            old, closed, pending = self._current, self._closed, self._pending
             if ok and not closed:
                 self._current = template
             elif not ok:
@@ -264,7 +279,8 @@ class Templates:
                          len(template.modules))
             if old is not None:
                 self._retire(old)
-            self._rebuild()  # more may have been learned meanwhile
+            if pending:
+                self._rebuild()
         else:
             if not ok:
                 logger.debug("process template with %d modules did not start: spawning",
@@ -289,6 +305,7 @@ class Templates:
             current, self._current = self._current, None
         if current is not None:
             self._stop(current)
+        deadline = time.monotonic() + timeout
         for stopper in list(self._stopping):
-            stopper.join(timeout)
+            stopper.join(max(0.0, deadline - time.monotonic()))
 

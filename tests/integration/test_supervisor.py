@@ -58,13 +58,21 @@ def slot_of(outcome: Outcome) -> int:
 
 
 def child_pids(pid: int) -> set[int]:
-    """Children of *pid* from /proc (what ``pgrep -P`` reads)."""
+    """Processes under *pid* from /proc (what ``pgrep -P`` reads, recursively): its children,
+    and the workers forked from its process templates."""
     found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
         try:
-            found.update(int(p) for p in (task / "children").read_text().split())
+            children = {int(p) for p in (task / "children").read_text().split()}
         except OSError:
-            pass
+            continue
+        found |= children
+        for child in children:
+            found |= child_pids(child)
     return found
 
 
