@@ -231,7 +231,7 @@ class ProcessLauncher:
         self._config = config
         self._options = options
         self._mp = multiprocessing.get_context("spawn")
-        self._templates = Templates()
+        self._templates = Templates(reload=config.reload)
         self._sockets: list[socket.socket] = []
         self._udp_sockets: list[socket.socket] = []
 

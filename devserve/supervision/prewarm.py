@@ -103,7 +103,7 @@ def import_libraries(names: Sequence[str]) -> bool:
                     continue
                 try:
                     importlib.import_module(name)
-                except BaseException:
+                except BaseException:  # needs the project (or is broken): the worker imports it
                     continue
     finally:
         sys.meta_path.remove(guard)

@@ -13,16 +13,19 @@ forked from it imports only the project's own modules.
   travel as with ``spawn``: pickled, the fds passed over the fork server's socket.
 - Children report the libraries they have loaded (:class:`~.ipc.LibraryModules`: once ready,
   and again when the next generation is prepared, so imports made at request time count).
-  When a report names a module the template lacks, a new template is built in the background
-  and swapped in once a probe forked from it exits cleanly; a spawn never waits for one. The
-  old template exits when its last child does. The learned list only grows in a session.
+  Once a child is ready, if the reports name a module the template lacks, a new template is
+  built in the background (not while a generation starts: it would compete for the CPU) and
+  swapped in once a probe forked from it exits cleanly; a spawn never waits for one. The old
+  template exits when its last child does. The learned list only grows in a session.
 - A template goes stale when installed packages change (a site-packages directory's mtime) or
   ``os.environ`` does (``--env-file`` edits): until its replacement is ready, workers are
   spawned. A list whose template could not be built (a library crashed it or started a thread
   at import, which forking would lose) is not tried again; workers are spawned meanwhile.
 - Generation 1 is spawned (its libraries are not known yet), then the first template is built.
 
-Elsewhere (macOS, Windows: no safe ``fork``) and with ``DEVSERVE_NO_TEMPLATE=1``: ``spawn``.
+Only with ``--reload`` (a server without it starts new workers only after a crash or a
+restart, and an idle template would cost memory). Elsewhere (macOS, Windows: no safe ``fork``)
+and with ``DEVSERVE_NO_TEMPLATE=1``: ``spawn``.
 
 A forked worker differs from a spawned one in what happened before the project ran: a library
 whose import-time behaviour depends on state the project sets before importing it (an
@@ -165,7 +168,8 @@ class Template:
                 probe.kill()
                 probe.join()
             return probe.exitcode == 0
-        except (OSError, EOFError, ValueError):
+        except Exception as exc:  # whatever it was, workers are spawned instead
+            logger.debug("process template did not start: %r", exc)
             return False
         finally:
             os.unlink(listing)
@@ -202,8 +206,8 @@ class Templates:
     usable one, else spawned; templates are rebuilt in the background as children report
     libraries the current one lacks."""
 
-    def __init__(self) -> None:
-        self.enabled = enabled()
+    def __init__(self, *, reload: bool) -> None:
+        self.enabled = reload and enabled()
         self._lock = threading.Lock()
         self._current: Template | None = None
         self._building = False
