@@ -8,6 +8,7 @@ only subscribes to events and asks for actions through :class:`Controls`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -15,6 +16,7 @@ import platform
 import socket
 import sys
 from collections.abc import Callable, Collection
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Protocol
 
@@ -119,8 +121,21 @@ class _Reexec:
             os.set_inheritable(fd, True)
             env["DEVSERVE_FD"] = str(fd)
         argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+        _reap_children()
         logging.shutdown()
         os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+
+
+def _reap_children() -> None:
+    """Children of this image would outlive the ``exec`` as zombies nobody waits for: stop
+    multiprocessing's resource tracker (started by the fresh-process check) and reap."""
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    stop = getattr(tracker, "_stop", None)
+    if callable(stop):
+        stop()
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
 
 
 def _app_loader(importer: ProjectImporter) -> AppLoader:

@@ -59,6 +59,14 @@ def test_model_and_settings_edits_are_served(django_server: ServerProcess,
     served(django_server, "/greeting", "settings-v1")
     edit(tmp_path / "mysite/settings.py", "settings-v1", "settings-v2")
     served(django_server, "/greeting", "settings-v2")
+    assert _zombies(django_server.proc.pid) == [], "a restart left children nobody waits for"
+
+
+def _zombies(pid: int) -> list[int]:
+    """Children of *pid* that exited and were never reaped."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children
+            if Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"]
 
 
 def test_static_files_are_served_under_debug(django_server: ServerProcess) -> None:
