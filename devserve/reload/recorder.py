@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from devserve.reload.graph import ImportGraph
+from devserve.reload.watcher import read_whole
 
 _OWN_DIR = str(Path(__file__).resolve().parents[1]) + os.sep  # devserve itself
 _THIRD_PARTY = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
@@ -181,7 +182,7 @@ class ImportRecorder:
             return cached[1]
         if fresh or self.reloading or (
                 code := importlib.machinery.SourceFileLoader.get_code(loader, fullname)) is None:
-            code = loader.source_to_code(loader.get_data(path), path)
+            code = loader.source_to_code(read_whole(path), path)
         self._code[path] = (stamp, code)
         return code
 

@@ -13,13 +13,15 @@ long as it likes), so a closing batch is also *settled*: no changed file may sti
 writing by another process (Linux: a read lease cannot be taken on it; elsewhere: its size and
 mtime must hold still for one more poll), and none may be missing unless it was really deleted
 (vim renames the original away before writing the new file). Until then the batch stays open,
-taking further changes, for at most ``SETTLE_MAX_MS``.
+taking further changes, for at most ``SETTLE_MAX_MS``. The reload reads source through
+:func:`read_whole` for the same reason: the next save may begin while a reload reads the file.
 """
 
 from __future__ import annotations
 
 import errno
 import fnmatch
+import io
 import logging
 import os
 import signal
@@ -50,6 +52,7 @@ MAX_BATCH_WAIT_MS = 1600  # one notifier call returns by then even if changes ke
 POLL_MS = 5  # how often the notifier looks for new changes
 SETTLE_MAX_MS = 500  # a file still open for writing or missing after this is taken as it is
 BURST_QUIET_MS = 50  # quiet period once a batch holds several files: a tool at work may pause
+RECENT_S = 2  # read_whole: a file untouched this long is not being written, no probe needed
 ADDED = 1  # watchfiles' Change.added: a path both added and gone in one batch was a temp file
 
 try:
@@ -140,6 +143,37 @@ def open_for_writing(path: Path) -> bool | None:
         return True if exc.errno == errno.EAGAIN else None
     finally:
         os.close(fd)
+
+
+def read_whole(path: str) -> bytes:
+    """*path*'s bytes as its writer left them: a reload reading a file while the next save
+    rewrites it (a formatter saving again) would compile half a file.
+
+    A file modified in the last ``RECENT_S`` is read once no other process has it open for
+    writing; any file is read again if it changed during the read. Waits at most
+    ``SETTLE_MAX_MS`` (also for a file briefly missing, vim's backup dance), then reads.
+    """
+    give_up = time.monotonic() + SETTLE_MAX_MS / 1000
+    while True:
+        waited = time.monotonic() < give_up
+        try:
+            before = os.stat(path)
+        except FileNotFoundError:
+            if not waited:
+                raise
+            time.sleep(POLL_MS / 1000)
+            continue
+        recent = time.time_ns() - before.st_mtime_ns < RECENT_S * 1_000_000_000
+        if waited and recent and open_for_writing(Path(path)):
+            time.sleep(POLL_MS / 1000)
+            continue
+        with io.open_code(path) as f:
+            data = f.read()
+        after = os.stat(path)
+        unchanged = ((before.st_ino, before.st_size, before.st_mtime_ns)
+                     == (after.st_ino, after.st_size, after.st_mtime_ns))
+        if (unchanged and len(data) == after.st_size) or not waited:
+            return data
 
 
 class Settling:

@@ -181,6 +181,29 @@ def test_save_pattern_serves_every_save_and_never_a_half_written_file(
           f"{took[len(took) // 2] * 1000:.0f} ms, max {took[-1] * 1000:.0f} ms")
 
 
+def test_a_save_landing_while_the_reload_reads_the_file(
+        tmp_path: Path, start_server: ServerFactory) -> None:
+    """Format-on-save at its worst: the formatter's save starts the moment the reload of the
+    editor's save starts (the server logged the change) and pauses mid-file, so the reload's read
+    of the module meets a half-written file unless it waits for the writer. No failure is shown,
+    and the formatted version is served."""
+    app = tmp_path / "app.py"
+    app.write_text(app_source("saved 0"))
+    server = start_server("app:app", "--reload", "--no-access-log", cwd=tmp_path)
+    server.wait_for(r"Watching for changes in 1 directory", SERVE_DEADLINE)
+    for i in range(1, SAVES + 1):
+        mark = len(server.lines)
+        in_place(app, app_source(f"typed {i}"))
+        server.wait_for(r"Change detected in app\.py", SERVE_DEADLINE, start=mark)
+        paused_writer(0.03)(app, app_source(f"saved {i}"))
+        served(server, f"saved {i}")
+    last_change = max(i for i, line in enumerate(server.lines) if "Change detected" in line)
+    server.wait_for(r"Reloaded: generation \d+ ready|Reload failed", SERVE_DEADLINE,
+                    start=last_change)
+    failed = [line for line in server.lines if "Reload failed" in line]
+    assert failed == [], "a reload read a half-written file:\n" + server.output
+
+
 # --- the mechanism, on the watcher alone ----------------------------------------------------------
 
 
