@@ -125,8 +125,13 @@ class Generations:
 
     def wait_ready(self, handles: list[_WorkerHandle]) -> StartError | None:
         deadline = time.monotonic() + READY_TIMEOUT
+        # A stop asked for while generation 1 starts lets it finish starting (part of it may
+        # serve already): the stop sequence then drains it like any other, losing nothing.
+        # Only a forced stop abandons it; a reload is abandoned by any stop.
+        first = self.number == 0
         for handle in handles:
-            error = handle.wait_started(deadline, lambda: self._stop.requested)
+            error = handle.wait_started(
+                deadline, lambda: self._stop.forced if first else self._stop.requested)
             if error is not None:
                 return error
             self._emit(WorkerReady(slot=handle.worker_id, generation=handle.generation,
@@ -293,7 +298,7 @@ class Generations:
         phases["drained"] = phases["total"] = time.monotonic() - started
         self._emit(ReloadCompleted(
             generation=generation,
-            strategy=outcome.strategy if outcome is not None else "process",
+            strategy=outcome.strategy if outcome is not None else strategy,
             phases=phases, modules=len(outcome.reexecuted) if outcome is not None else None,
             reason=outcome.reason if outcome is not None else None))
         del old, handles, app, outcome

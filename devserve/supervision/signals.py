@@ -10,6 +10,7 @@ instead. POSIX-only signals are guarded (SIGHUP on Windows).
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 from collections.abc import Callable
@@ -72,25 +73,38 @@ class StopRequest:
 def install_signals(*, stop: Callable[[str], None], force: Callable[[], None],
                     reload: Callable[[], None]) -> bool:
     """SIGINT/SIGTERM → ``stop(signal name)`` (second SIGINT → ``force()``), SIGHUP →
-    ``reload()`` on its own thread. Returns False (nothing installed) off the main thread."""
+    ``reload()`` on its own thread. Returns False (nothing installed) off the main thread.
+
+    A handler runs on the main thread between two bytecodes — possibly inside
+    ``threading.Event.wait`` while that thread holds the event's lock, so setting the event from
+    the handler would deadlock (it did, now and then, on SIGTERM). The handlers therefore only
+    put the signal on a ``SimpleQueue`` (reentrant, made for this) and one dispatcher thread
+    acts on it."""
     if threading.current_thread() is not threading.main_thread():
         return False
-    interrupts = 0
+    inbox: queue.SimpleQueue[int] = queue.SimpleQueue()
 
-    def on_stop(signum: int, frame: Any) -> None:
-        nonlocal interrupts
-        if signum == signal.SIGINT:
-            interrupts += 1
-            if interrupts > 1:
-                force()
-                return
-        stop(signal.Signals(signum).name)
+    def dispatch() -> None:
+        interrupts = 0
+        while True:
+            signum = inbox.get()
+            if signum in (signal.SIGINT, signal.SIGTERM):
+                if signum == signal.SIGINT:
+                    interrupts += 1
+                if interrupts > 1:
+                    force()
+                else:
+                    stop(signal.Signals(signum).name)
+            else:  # a reload may take seconds: stop signals must not wait behind it
+                threading.Thread(target=reload, name="devserve-sighup", daemon=True).start()
 
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGTERM, on_stop)
+    threading.Thread(target=dispatch, name="devserve-signals", daemon=True).start()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        inbox.put(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     if hasattr(signal, "SIGHUP"):
-        def on_hup(signum: int, frame: Any) -> None:
-            threading.Thread(target=reload, name="devserve-sighup", daemon=True).start()
-
-        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGHUP, on_signal)
     return True

@@ -279,3 +279,62 @@ def test_health_turns_503_at_sigterm_while_the_app_is_served_through_the_shutdow
     assert refused_at - sent >= delay - 0.2, "the listener closed before the delay was over"
     server.wait_for(r"Draining: new connections refused", start=index)
     assert server.wait_exit(timeout=20) == 0, server.output
+
+
+STARTUP_APP = '''
+import os
+import time
+from pathlib import Path
+
+FIRST, RELEASE = Path(os.environ["FIRST"]), Path(os.environ["RELEASE"])
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        try:  # the first worker to start serves at once, the second waits for RELEASE
+            os.close(os.open(FIRST, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            deadline = time.monotonic() + 20
+            while not RELEASE.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"up"})
+'''
+
+
+def test_sigterm_while_generation_1_starts_lets_it_start_then_stops_cleanly(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """One process worker serves while the other is still starting when SIGTERM arrives:
+    the start finishes, then the usual stop drains both (it used to abandon the start,
+    force-close the serving worker and exit 3 as if the app could not be imported)."""
+    (tmp_path / "startup_app.py").write_text(STARTUP_APP)
+    first, release = tmp_path / "first", tmp_path / "release"
+    server = start_server("startup_app:app", "--app-dir", str(tmp_path), "--workers", "2",
+                          "--worker-mode", "process", ready=False,
+                          env={"FIRST": str(first), "RELEASE": str(release)})
+    match = server.wait_for(r"Listening on http://127\.0\.0\.1:(\d+)")
+    server.port = int(match.group(1))
+    with httpx.Client(timeout=5) as client:
+        wait_until(lambda: first.exists(), 15, "the first worker started")
+
+        def serving() -> bool:
+            try:
+                return client.get(server.url).text == "up"
+            except httpx.TransportError:
+                return False
+
+        wait_until(serving, 15, "the first worker serving")
+        server.send_signal(signal.SIGTERM)
+        server.wait_for(r"Shutting down \(SIGTERM\)")
+        assert client.get(server.url).text == "up", "the serving worker was dropped"
+        release.touch()
+        assert server.wait_exit(timeout=20) == 0, server.output
+    assert "Serving generation 1" in server.output
+    assert "error" not in server.output.lower(), server.output

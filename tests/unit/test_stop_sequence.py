@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import signal
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ from devserve.display.plain import describe
 from devserve.lifecycle import RecordingCollector, ShutdownPhase
 from devserve.supervision.handles import _WorkerHandle
 from devserve.supervision.ipc import AcceptStopped, Channel, MarkUnhealthy, StopAccepting
-from devserve.supervision.signals import StopRequest
+from devserve.supervision.signals import StopRequest, install_signals
 from devserve.supervision.stopping import shutdown_delay, stop_accepting
 from devserve.workers.sync_worker import SyncWorker
 from devserve.workers.worker import Worker
@@ -239,6 +240,33 @@ def test_sigint_skips_the_delay_and_cuts_a_running_one_short(running: Running) -
     stop.request(skip_delay=True)  # Ctrl+C during the delay
     waiter.join(5)
     assert not waiter.is_alive()
+
+
+def test_a_signal_arriving_inside_event_wait_does_not_deadlock() -> None:
+    """The handler runs on the main thread between two bytecodes, possibly while that thread
+    holds the lock of the very Event the stop sets (inside ``Event.wait``): it must not take
+    that lock itself. Reproduced exactly: hold the lock, raise SIGTERM, let go."""
+    stop = StopRequest(lambda event: None)
+    names: list[str] = []
+
+    def on_stop(name: str) -> None:
+        names.append(name)
+        stop.request(skip_delay=name == "SIGINT")
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        assert install_signals(stop=on_stop, force=stop.force, reload=lambda: None)
+        with stop._stop._cond:  # what Event.wait holds when the signal lands
+            signal.raise_signal(signal.SIGTERM)  # the handler has run when this returns
+        assert stop.wait(5) and names == ["SIGTERM"] and not stop.undelayed
+        signal.raise_signal(signal.SIGINT)
+        wait_until(lambda: stop.undelayed, 5, "SIGINT skipping the delay")
+        signal.raise_signal(signal.SIGINT)
+        wait_until(lambda: stop.forced, 5, "a second SIGINT forcing the stop")
+        assert names == ["SIGTERM", "SIGINT"]
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def test_the_phases_read_in_the_log_and_on_the_dashboard() -> None:
