@@ -146,8 +146,8 @@ class _Control:
     def list_modules(self) -> None:
         names = tuple(self.project.loaded_modules()) if self.project is not None else ()
         if self.channel is not None:
+            self.channel.send(Modules(names))  # first: the next generation waits for it
             self.channel.send(LibraryModules(library_modules()))  # request-time imports too
-            self.channel.send(Modules(names))
 
     def parent_gone(self) -> None:
         self.worker.shutdown()

@@ -14,7 +14,8 @@ order, and:
   template never runs project code, so a library that would import the project (Django reading
   ``DJANGO_SETTINGS_MODULE``) fails here and is imported by the worker instead;
 - skips a module whose import fails for any reason (one that needs Django's settings does);
-  warnings are silenced (the template's stderr is the terminal);
+  warnings are not shown (the template's stderr is the terminal), the filters libraries set
+  stay;
 - leaves :data:`warmed` False (the template's probe then fails, so it is never used) when an
   import started a thread: a forked child would not have it;
 - freezes what it imported out of the garbage collector's reach, so children share those pages.
@@ -95,19 +96,23 @@ def import_libraries(names: Sequence[str]) -> bool:
     threads = threading.active_count()
     guard = _LibrariesOnly()
     sys.meta_path.insert(0, guard)
+    show, warnings.showwarning = warnings.showwarning, _silent  # filters set at import stay
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for name in names:
-                if name in sys.modules:
-                    continue
-                try:
-                    importlib.import_module(name)
-                except BaseException:  # needs the project (or is broken): the worker imports it
-                    continue
+        for name in names:
+            if name in sys.modules:
+                continue
+            try:
+                importlib.import_module(name)
+            except BaseException:  # needs the project (or is broken): the worker imports it
+                continue
     finally:
+        warnings.showwarning = show
         sys.meta_path.remove(guard)
     return threading.active_count() == threads
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """Where warnings go while a template imports: its stderr is the terminal."""
 
 
 def _warm() -> None:
