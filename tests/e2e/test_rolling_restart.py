@@ -10,63 +10,17 @@ idle keep-alive connections without racing a request already on its way."""
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests import haproxy
 from tests.conftest import ServerFactory, ServerProcess, wait_until
 from tests.load import LoadClients
 
 INSTANCES = 3
 CLIENTS = 20
 HEALTH = "/healthz"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _haproxy_config(front: int, backends: list[int], http_check: bool) -> str:
-    check = (f"    option httpchk GET {HEALTH}\n    http-check expect status 200\n"
-             if http_check else "")
-    servers = "".join(f"    server s{i} 127.0.0.1:{port} check inter 100ms fall 1 rise 1\n"
-                      for i, port in enumerate(backends))
-    return f"""global
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 20s
-    timeout server 20s
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response
-frontend front
-    bind 127.0.0.1:{front}
-    default_backend app
-backend app
-    balance roundrobin
-{check}{servers}"""
-
-
-class HAProxy:
-    def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, text=True)
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            out, _ = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate(timeout=10)
-        return out
 
 
 def _start(start_server: ServerFactory, port: int, http_check: bool) -> ServerProcess:
@@ -83,16 +37,16 @@ def _served(server: ServerProcess) -> int:
 def test_rolling_restart_behind_haproxy_loses_nothing(tmp_path: Path,
                                                       start_server: ServerFactory,
                                                       http_check: bool) -> None:
-    ports = [_free_port() for _ in range(INSTANCES)]
-    front = _free_port()
+    ports = [haproxy.free_port() for _ in range(INSTANCES)]
+    front = haproxy.free_port()
     servers = [_start(start_server, port, http_check) for port in ports]
     config = tmp_path / "haproxy.cfg"
-    config.write_text(_haproxy_config(front, ports, http_check))
-    proxy = HAProxy(config)
+    config.write_text(haproxy.config(front, ports, HEALTH if http_check else None))
+    proxy = haproxy.HAProxy(config)
     clients: LoadClients | None = None
     try:
         clients = LoadClients("127.0.0.1", front, CLIENTS, timeout=15.0)
-        wait_until(lambda: _connectable(front), 10, "haproxy listening")
+        wait_until(lambda: haproxy.connectable(front), 10, "haproxy listening")
         clients.start()
         wait_until(lambda: all(_served(s) > 20 for s in servers), 20,
                    "every instance serving through haproxy")
@@ -116,10 +70,3 @@ def _wait_in_rotation(server: ServerProcess) -> None:
     wait_until(lambda: _served(server) > 20, 20, "the restarted instance back in rotation",
                detail=lambda: server.output)
 
-
-def _connectable(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
