@@ -44,7 +44,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from devserve.supervision import prewarm
@@ -79,10 +81,19 @@ def _site_stamp() -> tuple[int, ...]:
     return tuple(stamps)
 
 
-def _probe() -> None:
-    """Runs in a process forked from a new template: a clean exit proves it imported its list."""
-    if not prewarm.warmed:
-        raise SystemExit(1)
+def _probe(conn: Connection) -> None:
+    """Runs in a process forked from a new template: sends the template's pid once it has
+    imported its list (0 when it did not)."""
+    conn.send(os.getppid() if prewarm.warmed else 0)
+
+
+def _running(pid: int) -> bool:
+    """*pid* exists and has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _environ() -> dict[str, str]:
@@ -101,9 +112,13 @@ if sys.platform == "linux":
 
     class _TemplatePopen(popen_forkserver.Popen):
         """Launches a process through its template's fork server (the module-wide one is
-        ``popen_forkserver.Popen``'s): the same steps, another server."""
+        ``popen_forkserver.Popen``'s): the same steps, another server. Whether the process
+        has exited is asked of the process itself (a pidfd), its exit status of the template:
+        a template that died (OOM killer, a stray ``kill``) would otherwise make its running
+        children look dead, and they would be left serving."""
 
         _fds: list[int]  # what the pickled arguments hold, passed to the fork server
+        _exited: int | None = None  # a pidfd, readable once the process has exited
 
         def _launch(self, process_obj: BaseProcess) -> None:
             assert isinstance(process_obj, _TemplateProcess)
@@ -120,6 +135,26 @@ if sys.platform == "linux":
             with open(write_end, "wb", closefd=True) as pipe:
                 pipe.write(data.getbuffer())
             self.pid = forkserver.read_signed(self.sentinel)
+            try:
+                self._exited = os.pidfd_open(self.pid)
+            except OSError:  # gone already, or a kernel before 5.3: the template tells
+                return
+            util.Finalize(self, _close_fds, (self._exited,))
+
+        def poll(self, flag: int = os.WNOHANG) -> int | None:
+            exited = self._exited
+            if self.returncode is None and exited is not None:
+                if not wait([exited], 0 if flag == os.WNOHANG else None):
+                    return None
+                flag = 0  # it exited: the template reports how (255 when it is gone)
+            return super().poll(flag)
+
+        def wait(self, timeout: float | None = None) -> int | None:
+            exited = self._exited
+            if (self.returncode is None and exited is not None and timeout is not None
+                    and not wait([exited], timeout)):
+                return None
+            return super().wait(timeout)
 
     class _TemplateProcess(context.ForkServerProcess):
         """A process forked from *server*; the child gets no reference to it."""
@@ -148,6 +183,7 @@ class Template:
         self._server.set_forkserver_preload(list(PRELOAD))
         self._stamp = _site_stamp()
         self._environ = _environ()
+        self._pid = 0  # the fork server's, once it is known to work
 
     def build(self) -> bool:
         """Start the fork server and wait until it has imported everything (a probe forked
@@ -162,12 +198,17 @@ class Template:
                     self._server.ensure_running()
                 finally:
                     del os.environ[prewarm.ENV]
-            probe = self.process(_probe, (), "devserve-template-probe")
+            answer, child = multiprocessing.Pipe(duplex=False)
+            with answer:
+                probe = self.process(_probe, (child,), "devserve-template-probe")
+                child.close()
+                if answer.poll(PROBE_TIMEOUT):
+                    self._pid = answer.recv()
             probe.join(PROBE_TIMEOUT)
             if probe.is_alive():
                 probe.kill()
                 probe.join()
-            return probe.exitcode == 0
+            return self._pid > 0 and probe.exitcode == 0
         except Exception as exc:  # whatever it was, workers are spawned instead
             logger.debug("process template did not start: %r", exc)
             return False
@@ -175,7 +216,10 @@ class Template:
             os.unlink(listing)
 
     def stale(self) -> str | None:
-        """Why a spawned process would now see something else, if it would."""
+        """Why it should not be forked from any more (a spawned process would now see
+        something else, or it is gone: its fork server would start again, cold), if so."""
+        if not _running(self._pid):
+            return "its process is gone"
         if self._stamp != _site_stamp():
             return "installed packages changed"
         now = _environ()
@@ -224,8 +268,8 @@ class Templates:
         if template is not None:
             try:
                 return template.process(target, args, name)
-            except (OSError, EOFError, ValueError) as exc:
-                logger.debug("process template failed (%s): spawning", exc)
+            except Exception as exc:  # its fork server died, or this Python differs: spawn
+                logger.debug("process template failed (%r): spawning", exc)
                 self._retire(template)
         process = _SPAWN.Process(target=target, args=args, name=name, daemon=True)
         with _ENVIRON_LOCK:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -207,6 +208,33 @@ def test_templates_and_their_children_exit_with_the_server(
     assert server.stop() == 0
     wait_until(lambda: not any(_alive(pid) for pid in processes), 10,
                "the templates and workers exited")
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_killed_template_neither_kills_nor_strands_its_workers(
+        tmp_path: Path, start_server: ServerFactory) -> None:
+    """The worker forked from a template that is then killed keeps serving, is not taken for
+    dead, is drained by the next reload (which spawns: the template is gone) and exits."""
+    fastapi_project(tmp_path)
+    server = start_server("shop.main:app", *PROCESS, cwd=tmp_path)
+    server.wait_for(WATCHING_RE)
+    server.wait_for(TEMPLATE_RE)
+    main = tmp_path / "shop/main.py"
+    assert reload_to(server, main, "imp-v1", "imp-v2") == []  # forked from the template
+    worker = json.loads(served(server, "/imported", '"imp-v2"'))["pid"]
+    template = _parent(worker)
+    assert template != server.proc.pid
+    os.kill(template, signal.SIGKILL)
+    wait_until(lambda: not _alive(template), 10, "the template gone")
+    assert json.loads(served(server, "/imported", '"imp-v2"'))["pid"] == worker
+    start = len(server.lines)
+    assert "fastapi" in reload_to(server, main, "imp-v2", "imp-v3")  # spawned
+    server.wait_for(r"process template is stale \(its process is gone\)", start=start)
+    wait_until(lambda: not _alive(worker), 15, "the drained worker exited")
+    assert "died" not in server.output
 
 
 def test_a_template_imports_libraries_and_nothing_else(tmp_path: Path) -> None:
