@@ -118,7 +118,7 @@ def watched_dirs(roots: Iterable[Path], path_filter: PathFilter) -> list[Path]:
 
 
 def open_for_writing(path: Path) -> bool | None:
-    """Whether another process holds *path* open for writing; None when this cannot be told.
+    """Whether anyone (an editor, a formatter) has *path* open for writing; None: cannot tell.
 
     Linux refuses a read lease (``EAGAIN``) on a file anybody has open for writing: a probe of a
     few microseconds, taken and released at once. Should a writer open the file within those
