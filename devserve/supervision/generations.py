@@ -91,6 +91,7 @@ class Generations:
         self._emit = emit
         self._on_fatal = on_fatal  # nothing can serve any more: the server must exit 1
         self._fresh_process = fresh_process  # an edit only a fresh process can take
+        self._known_modules: dict[str, None] = {}  # process mode: project modules, in order
         self.number = 0
         self.lifespan_state: dict[str, Any] | None = None
 
@@ -219,6 +220,7 @@ class Generations:
 
     def retire(self, old: Handles, new: Handles, grace: float) -> int:
         """Drain *old* within *grace*; returns how many connections had to be force-closed."""
+        self._learn_modules(old)  # what it loaded while the new one started counts too
         new_workers = [h.worker for h in new.values() if h.worker is not None]
         for i, handle in enumerate(old.values()):
             if handle.worker is not None and new_workers:
@@ -306,12 +308,18 @@ class Generations:
             release_garbage()
 
     def _loaded_modules(self) -> tuple[str, ...]:
-        """Process mode: what the serving generation has loaded (lazily imported views too),
-        which the next one imports before it is promoted; thread mode re-imports in place."""
+        """Process mode: every project module a generation has loaded (lazily imported views
+        too: the serving one, and what retired ones loaded while a reload was under way), which
+        the next generation imports before it is promoted; thread mode re-imports in place."""
         if self._launcher.in_process:
             return ()
-        first = self.slots.get(0)
-        return first.loaded_modules(1.0) if first is not None else ()
+        self._learn_modules(self.slots.handles())
+        return tuple(self._known_modules)
+
+    def _learn_modules(self, handles: Handles) -> None:
+        first = handles.get(0)
+        if first is not None and not self._launcher.in_process:
+            self._known_modules.update(dict.fromkeys(first.loaded_modules(5.0)))
 
     def refresh(self, strategy: str, changed: Collection[Path]) -> None:
         """No new generation: template engines forget compiled templates (``template-only``)

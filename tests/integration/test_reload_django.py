@@ -77,6 +77,9 @@ def test_static_files_are_served_under_debug(django_server: ServerProcess) -> No
 
 def test_syntax_error_in_lazily_imported_view_keeps_previous_generation(
         django_server: ServerProcess, tmp_path: Path) -> None:
+    # The URLconf is loaded (without /lazy), so only a generation started after the edits
+    # below answers /lazy: the lazy module is imported by the generation that serves it.
+    served(django_server, "/", "view-v1")
     (tmp_path / "polls/lazy.py").write_text("def text():\n    return 'lazy-v1'\n")
     edit(tmp_path / "polls/views.py", "def index(request):",
          "def lazy(request):\n    from .lazy import text\n    return HttpResponse(text())\n"
