@@ -81,7 +81,8 @@ class H1Protocol(TCPConnection):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
-            return  # closing gracefully: read and discard until the client's EOF
+            self.discard(data)  # closing gracefully: read and discard until the client's EOF
+            return
         self._idle_deadline = None
         if self.cycle is None and self._head_deadline is None:
             self._head_deadline = self.loop.time() + self.state.config.timeout_request_header

@@ -98,6 +98,7 @@ class H2Protocol(TCPConnection):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            self.discard(data)
             return
         now = self._last_seen = self.loop.time()
         for event in self.h2.receive(data, now):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 access_logger = logging.getLogger("devserve.access")
 
 LINGER = 2.0  # seconds a closing connection keeps reading (and discarding) before it is cut
+LINGER_BYTES = 1 << 20  # ... and at most this much: a client flooding a closing connection is cut
 
 
 def shut_write(transport: Any) -> bool:
@@ -99,12 +100,21 @@ class TCPConnection(asyncio.Protocol, Connection):
         self.client_str = ""
         self.closing = False
         self.linger_deadline: float | None = None  # closing gracefully: cut it then
+        self._discarded = 0
 
     def close_gracefully(self) -> None:
         """FIN now, read and discard until the client's EOF (:func:`shut_write`); the sweep
         cuts it after :data:`LINGER` (:meth:`check_linger`)."""
         if self.transport is not None and shut_write(self.transport):
             self.linger_deadline = self.loop.time() + LINGER
+
+    def discard(self, data: bytes) -> None:
+        """Bytes read while closing: dropped; past :data:`LINGER_BYTES` the client is
+        flooding a connection that will never answer it again, and is cut."""
+        self._discarded += len(data)
+        if self._discarded > LINGER_BYTES and self.transport is not None:
+            self.linger_deadline = None
+            cut(self.transport)
 
     def check_linger(self, now: float) -> None:
         if (self.linger_deadline is not None and now >= self.linger_deadline

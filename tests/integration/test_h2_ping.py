@@ -112,9 +112,9 @@ def test_ping_flood_is_answered_and_unread_acks_stay_bounded(
         flood.settimeout(2.0)
         sent = 0
         try:
-            while sent < 200 * 1024 * 1024:  # stops far earlier: the server stops reading
-                sent += flood.send(chunk)
-        except TimeoutError:
+            while sent < 200 * 1024 * 1024:  # stops far earlier: the server stops reading,
+                sent += flood.send(chunk)  # or cuts a flood it will never answer
+        except (TimeoutError, ConnectionResetError, BrokenPipeError):
             pass
         assert sent < 200 * 1024 * 1024, "the server read 200 MB of PINGs it could not answer"
         grown = _rss(server) - before
