@@ -36,6 +36,8 @@ import types
 import warnings
 from collections.abc import Sequence
 
+from devserve.reload.recorder import spec_from_others
+
 ENV = "DEVSERVE_PREWARM"  # the file listing the modules a template imports, one a line
 
 warmed = False  # this process is a template that imported its list
@@ -75,19 +77,13 @@ class _LibrariesOnly(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        for finder in list(sys.meta_path):
-            find = getattr(finder, "find_spec", None)
-            if finder is self or find is None:
-                continue
-            spec = find(fullname, path, target)
-            if spec is not None:
-                break
-        else:
+        spec = spec_from_others(lambda f: f is self, fullname, path, target)
+        if spec is None:
             return None
         if spec.has_location and not is_library(spec.origin):
             raise ImportError(f"{fullname} is not a library module: not in a template",
                               name=fullname)
-        return spec  # type: ignore[no-any-return]
+        return spec
 
 
 def import_libraries(names: Sequence[str]) -> bool:
@@ -123,6 +119,7 @@ def _warm() -> None:
     try:
         with open(listing, encoding="utf-8") as names:
             modules = names.read().split()
+        os.unlink(listing)  # read: the Supervisor may be gone before it would remove it
     except OSError:
         return
     warmed = import_libraries(modules)

@@ -36,6 +36,7 @@ shutdown does).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -213,7 +214,8 @@ class Template:
             logger.debug("process template did not start: %r", exc)
             return False
         finally:
-            os.unlink(listing)
+            with contextlib.suppress(FileNotFoundError):  # the template removes it once read
+                os.unlink(listing)
 
     def stale(self) -> str | None:
         """Why it should not be forked from any more (a spawned process would now see
