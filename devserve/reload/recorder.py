@@ -81,6 +81,21 @@ class ProjectFiles:
         }
 
 
+def spec_from_others(skip: Callable[[object], bool], fullname: str,
+                     path: Sequence[str] | None, target: types.ModuleType | None
+                     ) -> importlib.machinery.ModuleSpec | None:
+    """What the meta-path finders that *skip* does not reject make of *fullname* (for a finder
+    that wraps the others)."""
+    for finder in list(sys.meta_path):
+        find = getattr(finder, "find_spec", None)
+        if find is None or skip(finder):
+            continue
+        spec: importlib.machinery.ModuleSpec | None = find(fullname, path, target)
+        if spec is not None:
+            return spec
+    return None
+
+
 class ProjectLoader(importlib.machinery.SourceFileLoader):
     """A source loader that tells its recorder when a project module starts and ends."""
 
@@ -115,20 +130,14 @@ class _Finder(importlib.abc.MetaPathFinder):
                   target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if not self.recorder.active:
             return None
-        for finder in list(sys.meta_path):
-            find = getattr(finder, "find_spec", None)
-            if isinstance(finder, _Finder) or find is None:
-                continue
-            spec = find(fullname, path, target)
-            if spec is not None:
-                break
-        else:
+        spec = spec_from_others(lambda f: isinstance(f, _Finder), fullname, path, target)
+        if spec is None:
             return None
         origin = spec.origin
         plain = type(spec.loader) is importlib.machinery.SourceFileLoader
-        if plain and origin in self.recorder.files:
+        if plain and origin is not None and origin in self.recorder.files:
             spec.loader = ProjectLoader(fullname, origin, self.recorder)
-        return spec  # type: ignore[no-any-return]
+        return spec
 
 
 ImportFunc = Callable[..., types.ModuleType]

@@ -153,15 +153,12 @@ class AcceptDistributor:
         """A worker is done with *conn*: FIN now, then read and discard here until the
         client's EOF (or ``LINGER``), so unread request bytes never turn into a reset. TLS
         connections just close (``shutdown`` would skip close_notify)."""
+        if conn.needs_handshake:
+            conn.close()
+            return
+        if not _shut_write(conn):
+            return
         sock = conn.sock
-        if conn.needs_handshake or isinstance(sock, ssl.SSLSocket):
-            conn.close()
-            return
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            conn.close()
-            return
         with self._lock:
             handed = self._mode != "closed"
             if handed:
@@ -398,16 +395,8 @@ class AcceptDistributor:
             self._sel.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
-        sock = conn.sock
-        if isinstance(sock, ssl.SSLSocket):
-            conn.close()
-            return
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            conn.close()
-            return
-        self._linger(sock)
+        if _shut_write(conn):
+            self._linger(conn.sock)
 
     def _close_all(self) -> None:
         for conn in list(self._idle):
@@ -431,3 +420,18 @@ class AcceptDistributor:
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _shut_write(conn: SyncConnection) -> bool:
+    """Send FIN on *conn* (plain TCP); False when it was closed instead (TLS: ``shutdown`` would
+    skip close_notify; or the socket is gone already)."""
+    sock = conn.sock
+    if isinstance(sock, ssl.SSLSocket):
+        conn.close()
+        return False
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        conn.close()
+        return False
+    return True
