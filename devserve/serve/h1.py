@@ -317,6 +317,8 @@ class H1Protocol(TCPConnection):
         """Answer the next request with ``Connection: close``; an idle connection gets a short
         grace to send one (closing it at once races a request already on the wire)."""
         self.close_after_response = True
+        if self.h1.has_buffered_bytes or self.h1.request_in_progress:
+            return  # a request is arriving: it is answered (with close), never cut off
         if self.cycle is None and not self.closing:
             soon = self.loop.time() + min(DRAIN_IDLE_CLOSE, self.state.config.timeout_keep_alive)
             if self._idle_deadline is None or soon < self._idle_deadline:

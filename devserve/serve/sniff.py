@@ -93,7 +93,10 @@ class SniffProtocol(asyncio.Protocol, Connection):
 
     # -- Connection ------------------------------------------------------------------------
     def start_draining(self) -> None:
-        """Like an idle HTTP/1.1 connection: a short grace to send its first request."""
+        """Like an idle HTTP/1.1 connection: a short grace to send its first request (none
+        once it sent the first bytes of one)."""
+        if self._buffer:
+            return
         soon = self.loop.time() + min(DRAIN_IDLE_CLOSE, self.state.config.timeout_keep_alive)
         if self._deadline is None or soon < self._deadline:
             self._deadline = soon

@@ -165,6 +165,40 @@ def test_two_pipelined_requests_are_answered_in_order_on_one_connection() -> Non
     run(scenario)
 
 
+def test_a_drain_closes_an_idle_connection_gracefully_but_never_cuts_off_a_request() -> None:
+    """While a worker drains, an idle keep-alive connection gets a short grace, then FIN (it
+    keeps reading, and discarding, until the client's EOF). One whose request head is still
+    arriving is not cut off at that grace: the request is answered, with Connection: close."""
+    async def scenario() -> None:
+        state = worker_state()
+        idle, arriving = connect(state), connect(state)
+        arriving.feed(b"GET /late HTTP/1.1\r\nHost: x\r\n")  # the head is not complete
+        state.draining = True
+        for conn in list(state.connections):
+            conn.start_draining()
+        later = asyncio.get_running_loop().time() + 1.0  # past the drain grace (0.5 s)
+        for conn in list(state.connections):
+            conn.check_timeouts(later)
+        assert idle.eof_written and not idle.closed  # FIN sent, still reading
+        idle.feed(b"GET / HTTP/1.1\r\n")  # too late: read and discarded, no answer
+        assert idle.take() == b"" and not idle.closed
+        idle.feed_eof()
+        assert idle.closed
+        assert not arriving.eof_written and not arriving.closed
+        arriving.feed(b"\r\n")
+        reader = H11Reader(("GET", "/late"))
+        [(response, body)] = await wait_until_async(lambda: reader.receive(arriving.take()),
+                                                    TIMEOUT, "the response")
+        assert (response.status_code, body) == (200, b"GET /late from 127.0.0.1")
+        assert dict(response.headers)[b"connection"] == b"close"
+        await wait_until_async(lambda: arriving.eof_written, TIMEOUT, "a graceful close")
+        await hang_up(arriving)
+        await hang_up(idle)
+        assert not state.connections
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("request_bytes", [
     b"GET / HTTP/1.1\r\nHost: x\r\nno colon in this header\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
