@@ -198,7 +198,7 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
 
         def fresh_start(reason: str) -> None:
             reexec.request()
-            supervisor.shutdown()
+            supervisor.shutdown(delay=False)  # the socket stays open: nothing to announce
 
         wsgi = loaded.interface == "wsgi"  # served by SyncWorker threads (sync_worker.py)
         supervisor = Supervisor(

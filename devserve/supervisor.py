@@ -192,9 +192,9 @@ class Supervisor:
             self._drain()
         return self.exit_code
 
-    def shutdown(self) -> None:
-        """Ask the Supervisor to stop (non-blocking); ``run()`` then drains and returns."""
-        self._stop.request()
+    def shutdown(self, *, delay: bool = True) -> None:
+        """Ask to stop (non-blocking; *delay*: honour ``--shutdown-delay``); ``run()`` drains."""
+        self._stop.request(skip_delay=not delay)
 
     def force_exit(self) -> None:
         """Second Ctrl+C: stop waiting for anything."""

@@ -42,7 +42,7 @@ BROWSER_INCLUDES = tuple(f"*{suffix}" for suffix in sorted(STYLESHEETS | BROWSER
 class Reloadable(Protocol):
     def graceful_reload(self, changed: Collection[Path] | None = None) -> None: ...
 
-    def shutdown(self) -> None: ...
+    def shutdown(self, *, delay: bool = True) -> None: ...
 
 
 def strategy_for(paths: Collection[Path]) -> str:
@@ -102,7 +102,7 @@ class Reloader:
                     self.reexec_requested = True
                     if self.on_reexec is not None:
                         self.on_reexec()
-                    self.supervisor.shutdown()
+                    self.supervisor.shutdown(delay=False)
                     return
             changed: Collection[Path] | None = paths
             if self.env_file is not None and self.env_file in paths:
