@@ -16,6 +16,8 @@ import h11
 import pytest
 from conftest import APPS, ServerProcess
 
+from tests.h11_client import only_response
+
 TIMEOUT = 5.0
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -90,24 +92,6 @@ def exchange(server: ServerProcess, data: bytes) -> bytes:
         while chunk := sock.recv(65536):  # socket.timeout here: the server kept it open
             received += chunk
     return received
-
-
-def only_response(data: bytes) -> tuple[h11.Response, bytes]:
-    """The single complete response in *data* (h11 client); any byte after it is an error."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
-    client.send(h11.EndOfMessage())
-    client.receive_data(data)
-    response, body = None, b""
-    while not isinstance(event := client.next_event(), h11.EndOfMessage):
-        assert event is not h11.NEED_DATA, f"incomplete response: {data!r}"
-        if isinstance(event, h11.Response):
-            response = event
-        elif isinstance(event, h11.Data):
-            body += bytes(event.data)
-    assert response is not None
-    assert client.trailing_data[0] == b"", f"more than one response: {data!r}"
-    return response, body
 
 
 @pytest.mark.parametrize("data", CASES.values(), ids=CASES.keys())

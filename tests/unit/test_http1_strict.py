@@ -13,7 +13,6 @@ chunked, and invalid Host values (``head_violation`` and ``H1Connection._make_he
 
 from __future__ import annotations
 
-import h11
 import pytest
 
 from devserve.protocols.http1 import (
@@ -25,6 +24,7 @@ from devserve.protocols.http1 import (
     RequestHead,
     head_violation,
 )
+from tests.h11_client import only_response
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -113,24 +113,6 @@ def body_of(events: list[H1Event]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, BodyChunk))
 
 
-def parse_response(data: bytes) -> tuple[h11.Response, bytes]:
-    """The one response in *data*, read by an independent h11 client; no bytes may follow."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
-    client.send(h11.EndOfMessage())
-    client.receive_data(data)
-    response, body = None, b""
-    while not isinstance(event := client.next_event(), h11.EndOfMessage):
-        assert event is not h11.NEED_DATA, f"incomplete response: {data!r}"
-        if isinstance(event, h11.Response):
-            response = event
-        elif isinstance(event, h11.Data):
-            body += bytes(event.data)
-    assert response is not None
-    assert client.trailing_data[0] == b""
-    return response, body
-
-
 @pytest.mark.parametrize("data", REJECTED.values(), ids=REJECTED.keys())
 def test_rejected_with_400_and_close(data: bytes) -> None:
     conn = H1Connection()
@@ -138,7 +120,7 @@ def test_rejected_with_400_and_close(data: bytes) -> None:
     assert not any(isinstance(e, RequestHead) and e.target == b"/smuggled" for e in events)
     assert isinstance(events[-1], BadRequest), events
     assert events[-1].status == 400, events[-1]
-    response, _ = parse_response(conn.error_response(400))
+    response, _ = only_response(conn.error_response(400))
     assert response.status_code == 400
     assert (b"connection", b"close") in response.headers
     # Latched: more input never yields a request on this connection.
@@ -171,7 +153,7 @@ def test_unknown_coding_before_chunked_is_501() -> None:
     conn = H1Connection()
     events = events_of(head(b"Host: x", b"Transfer-Encoding: gzip, chunked") + b"0\r\n\r\n", conn)
     assert isinstance(events[-1], BadRequest) and events[-1].status == 501
-    response, body = parse_response(conn.error_response(501))
+    response, body = only_response(conn.error_response(501))
     assert (response.status_code, response.reason, body) == (
         501, b"Not Implemented", b"Not Implemented\n")
     assert (b"connection", b"close") in response.headers
