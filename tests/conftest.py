@@ -190,3 +190,22 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     yield factory
     for server in started:
         server.stop()
+
+
+def descendants(pid: int) -> set[int]:
+    """Processes under *pid* from /proc (what ``pgrep -P`` reads, recursively): its children,
+    and the workers forked from its process templates."""
+    found: set[int] = set()
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = {int(p) for p in (task / "children").read_text().split()}
+        except OSError:
+            continue
+        found |= children
+        for child in children:
+            found |= descendants(child)
+    return found

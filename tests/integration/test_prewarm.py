@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerFactory, ServerProcess, wait_until
+from tests.conftest import ServerFactory, ServerProcess, descendants, wait_until
 from tests.projects import WATCHING_RE, edit, served
 from tests.projects.django_project import make_django_project
 from tests.projects.fastapi_project import make_fastapi_project
@@ -175,19 +175,6 @@ def test_no_template_spawns_every_generation(tmp_path: Path,
     assert "process template" not in server.output
 
 
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            children = {int(p) for p in (task / "children").read_text().split()}
-        except OSError:
-            continue
-        found |= children
-        for child in children:
-            found |= _descendants(child)
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -203,7 +190,7 @@ def test_templates_and_their_children_exit_with_the_server(
     server.wait_for(WATCHING_RE)
     server.wait_for(TEMPLATE_RE)
     reload_to(server, tmp_path / "shop/main.py", "imp-v1", "imp-v2")
-    processes = _descendants(server.proc.pid)
+    processes = descendants(server.proc.pid)
     assert len(processes) >= 3  # the resource tracker, a template, the worker forked from it
     assert server.stop() == 0
     wait_until(lambda: not any(_alive(pid) for pid in processes), 10,

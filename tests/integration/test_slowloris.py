@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerFactory, wait_until
+from tests.conftest import ServerFactory, descendants, wait_until
 
 SLOW_CLIENTS = 1000
 HEADER_TIMEOUT = 3.0
@@ -20,14 +20,13 @@ HEADER_TIMEOUT = 3.0
 def _rss_kib(pid: int) -> int:
     """RSS of *pid* and its descendants (process workers), in KiB."""
     total = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            total += int(line.split()[1])
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+    for proc in {pid} | descendants(pid):
         try:
-            total += _rss_kib(int(child))
+            status = Path(f"/proc/{proc}/status").read_text()
         except FileNotFoundError:
-            pass
+            continue
+        total += sum(int(line.split()[1]) for line in status.splitlines()
+                     if line.startswith("VmRSS:"))
     return total
 
 

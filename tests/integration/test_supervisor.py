@@ -25,7 +25,7 @@ import httpx
 import pytest
 from apps import sup_app
 from apps.sup_load import KeepAliveLoad, Outcome, longest_gap
-from conftest import APPS, ServerFactory, ServerProcess, wait_until
+from conftest import APPS, ServerFactory, ServerProcess, descendants, wait_until
 
 from devserve.config import load_config
 from devserve.lifecycle import (
@@ -55,25 +55,6 @@ def slot_of(outcome: Outcome) -> int:
     m = WORKER_RE.search(outcome.worker)
     assert m, f"no worker identity in {outcome}"
     return int(m.group(2))
-
-
-def child_pids(pid: int) -> set[int]:
-    """Processes under *pid* from /proc (what ``pgrep -P`` reads, recursively): its children,
-    and the workers forked from its process templates."""
-    found: set[int] = set()
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            children = {int(p) for p in (task / "children").read_text().split()}
-        except OSError:
-            continue
-        found |= children
-        for child in children:
-            found |= child_pids(child)
-    return found
 
 
 def _poll_fresh_until(url: str, predicate: Any, timeout: float) -> tuple[int, float]:
@@ -134,7 +115,7 @@ def test_two_workers_both_serve(start_server: ServerFactory, mode: str) -> None:
         assert {o.worker.split("/")[1] for o in outcomes} == {"devserve-g1-w0", "devserve-g1-w1"}
     else:
         assert len(pids) == 2 and server_pid not in pids
-        assert pids <= child_pids(server_pid)
+        assert pids <= descendants(server_pid)
         assert {o.worker.split("/")[0] for o in outcomes} == {"devserve-g1-w0", "devserve-g1-w1"}
 
 
@@ -151,7 +132,7 @@ def test_kill_9_of_a_process_worker_under_load_is_respawned_while_the_other_serv
                               what="responses from slot 0")
         load.wait_for(lambda o: o.ok and slot_of(o) == 1, 5, what="responses from slot 1")
         victim = int(first[0].pid)
-        assert victim in child_pids(server.proc.pid)
+        assert victim in descendants(server.proc.pid)
         index = len(server.lines)
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -179,8 +160,8 @@ def test_kill_9_of_a_process_worker_under_load_is_respawned_while_the_other_serv
     assert all(o.finished >= killed for o in failures), failures[:3]
     assert len(failures) <= load.clients, failures[:3]
     assert len({o.client for o in failures}) == len(failures), failures[:5]
-    assert respawned_pid in child_pids(server.proc.pid)
-    assert victim not in child_pids(server.proc.pid)
+    assert respawned_pid in descendants(server.proc.pid)
+    assert victim not in descendants(server.proc.pid)
     assert "exhausted" not in server.output
     assert server.proc.poll() is None
 
