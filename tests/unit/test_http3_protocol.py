@@ -83,6 +83,16 @@ class Pair:
                 return
             self.now += 0.001
 
+    def request(self, headers: list[tuple[bytes, bytes]], *, end_stream: bool = True
+                ) -> tuple[int, H3ServerConnection]:
+        """Open a request stream on an established connection; (stream id, server side)."""
+        self.pump()
+        sid = self.quic.get_next_available_stream_id()
+        self.h3.send_headers(sid, headers, end_stream=end_stream)
+        self.pump()
+        assert self.server is not None
+        return sid, self.server
+
 
 def test_request_response_roundtrip(endpoint: H3Endpoint) -> None:
     pair = Pair(endpoint)
@@ -189,12 +199,7 @@ def test_max_streams_is_what_the_client_may_open(
 
 def test_send_backlog_counts_unacknowledged_response_bytes(endpoint: H3Endpoint) -> None:
     pair = Pair(endpoint)
-    pair.pump()
-    sid = pair.quic.get_next_available_stream_id()
-    pair.h3.send_headers(sid, request(b"/"), end_stream=True)
-    pair.pump()
-    server = pair.server
-    assert server is not None
+    sid, server = pair.request(request(b"/"))
     assert server.send_backlog(sid) == 0
     server.send_head(sid, 200, [], False)
     server.send_data(sid, b"x" * 100_000, True)
@@ -206,28 +211,20 @@ def test_send_backlog_counts_unacknowledged_response_bytes(endpoint: H3Endpoint)
 
 def test_paused_stream_gets_no_more_credit_until_resumed(endpoint: H3Endpoint) -> None:
     pair = Pair(endpoint)
-    pair.pump()
-    sid = pair.quic.get_next_available_stream_id()
-    pair.h3.send_headers(sid, request(b"/upload", b"POST"))
-    pair.pump()
-    assert pair.server is not None
-    pair.server.pause_stream(sid)
+    sid, server = pair.request(request(b"/upload", b"POST"), end_stream=False)
+    server.pause_stream(sid)
     pair.h3.send_data(sid, b"y" * 1_000_000, end_stream=True)
     pair.pump(200)
     assert 0 < body_received(pair) <= MAX_STREAM_DATA
-    pair.server.resume_stream(sid)
+    server.resume_stream(sid)
     pair.pump(400)
     assert body_received(pair) == 1_000_000
 
 
 def test_goaway_goes_out_on_the_control_stream(endpoint: H3Endpoint) -> None:
     pair = Pair(endpoint)
-    pair.pump()
-    sid = pair.quic.get_next_available_stream_id()
-    pair.h3.send_headers(sid, request(b"/"), end_stream=True)
-    pair.pump()
-    assert pair.server is not None
-    pair.server.send_goaway()
+    sid, server = pair.request(request(b"/"))
+    server.send_goaway()
     pair.pump()
     goaway = encode_frame(FrameType.GOAWAY, encode_uint_var(sid + 4))  # sid itself may finish
     assert any(data.endswith(goaway) for data in pair.uni_data.values())
@@ -236,12 +233,7 @@ def test_goaway_goes_out_on_the_control_stream(endpoint: H3Endpoint) -> None:
 def test_reset_and_stop_of_streams_aioquic_no_longer_knows_are_quiet(
         endpoint: H3Endpoint) -> None:
     pair = Pair(endpoint)
-    pair.pump()
-    sid = pair.quic.get_next_available_stream_id()
-    pair.h3.send_headers(sid, request(b"/"), end_stream=True)
-    pair.pump()
-    server = pair.server
-    assert server is not None
+    sid, server = pair.request(request(b"/"))
     server.send_head(sid, 200, [(b"content-length", b"0")], True)
     pair.pump()
     server.reset(sid)  # finished both ways
