@@ -82,7 +82,6 @@ class Reloader:
         self.pyproject = pyproject.resolve() if pyproject else None
         self._pyproject_table = _devserve_table(self.pyproject) if self.pyproject else None
         self.on_reexec = on_reexec
-        self.reexec_requested = False
         self.last_detect: float | None = None
         self._lock = threading.Lock()
 
@@ -99,7 +98,6 @@ class Reloader:
                     self._pyproject_table = table
                     logger.info("[tool.devserve] changed in %s: restarting devserve",
                                 _short(self.pyproject))
-                    self.reexec_requested = True
                     if self.on_reexec is not None:
                         self.on_reexec()
                     self.supervisor.shutdown(delay=False)
