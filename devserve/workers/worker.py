@@ -24,7 +24,7 @@ from devserve.lifecycle import LifecycleCollector
 from devserve.net.tls import create_ssl_context, tls_enabled
 from devserve.serve.sniff import protocol_factory
 from devserve.serve.state import WorkerState
-from devserve.workers.base import DRAINING, FORCE, RUNNING, SHUTDOWN, LoopWorker
+from devserve.workers.base import DRAINING, FORCE, SHUTDOWN, LoopWorker
 
 TIMEOUT_SWEEP = 0.25  # seconds between checks of connection deadlines (their precision)
 
@@ -81,18 +81,53 @@ class Worker(LoopWorker):
         self._server: asyncio.Server | None = None
         self._listening = True  # until stop_accepting (or the drain) closes the listener
         self._connecting: set[asyncio.Task[None]] = set()  # accepted, not yet connections
+        # Hand-overs from a draining generation arrive on its thread: queued here until the
+        # loop takes them, so none can slip past this worker's own drain (and be dropped).
+        self._adopt_lock = threading.Lock()
+        self._adopted: list[socket.socket] = []
+        self._adopt_closed = False
 
     def adopt(self, sock: socket.socket) -> None:
-        """Serve an already-accepted connection (handed over by a draining generation)."""
+        """Serve an idle connection handed over by a draining generation (any thread)."""
+        with self._adopt_lock:
+            if self._adopt_closed:
+                sock.close()  # this worker has ended (only after its own drain)
+                return
+            self._adopted.append(sock)
         loop = self._loop
-        if loop is None or loop.is_closed() or self._mode != RUNNING:
-            sock.close()
-            return
+        if loop is None:
+            return  # taken once the loop runs (or closed by the teardown)
         try:
-            # Cleartext only (TLS connections are never handed over): sniff h2c again.
-            asyncio.run_coroutine_threadsafe(self._connect(sock, None), loop)
+            loop.call_soon_threadsafe(self._take_adopted)
         except RuntimeError:
+            pass  # the loop closed meanwhile: the teardown closes what is queued
+
+    def _take_adopted(self) -> None:
+        """On the loop: serve what was handed over; while this worker drains too (reloads in
+        quick succession), pass each connection on to the newest generation."""
+        with self._adopt_lock:
+            socks, self._adopted = self._adopted, []
+        loop = asyncio.get_running_loop()
+        for sock in socks:
+            handoff = self.state.handoff if self._mode == DRAINING else None
+            if handoff is not None:
+                handoff(sock)
+            elif self._mode == FORCE:
+                sock.close()
+            else:
+                # Cleartext only (TLS connections are never handed over): sniff h2c again.
+                task = loop.create_task(self._connect(sock, None))
+                self._connecting.add(task)
+                task.add_done_callback(self._connecting.discard)
+
+    def _end_adoption(self) -> int:
+        """No more hand-overs: close what is still queued; returns how many."""
+        with self._adopt_lock:
+            self._adopt_closed = True
+            socks, self._adopted = self._adopted, []
+        for sock in socks:
             sock.close()
+        return len(socks)
 
     async def _connect(self, sock: socket.socket, ctx: ssl.SSLContext | None) -> None:
         """Serve *sock*, accepted elsewhere, like a connection our server accepted."""
@@ -202,11 +237,15 @@ class Worker(LoopWorker):
         state = self.state
         self._close_listener(backlog=False)
         await self._drain(lambda: not any(not t.done() for t in state.tasks)
-                          and not state.connections and not self._connecting)
-        self.forced_connections = len(state.connections)
+                          and not state.connections and not self._connecting
+                          and not self._adopted)
+        self.forced_connections = len(state.connections) + self._end_adoption()
         for conn in list(state.connections):
             conn.force_close()
         await self._settle_tasks()
+
+    def _teardown(self) -> None:
+        self._end_adoption()  # also after a crash: no handed-over socket outlives the worker
 
     def _on_tick(self, now: float) -> None:
         """One timer per worker enforces every connection's idle and header deadlines."""
