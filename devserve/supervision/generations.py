@@ -19,8 +19,8 @@ Callers hold the lifecycle lock (see :mod:`.coalesce`); crash respawns take it t
 
 from __future__ import annotations
 
-import gc
 import socket
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -48,6 +48,7 @@ from devserve.reload.frameworks import drop_template_caches
 from devserve.reload.importer import FreshProcessNeeded, ReloadOutcome
 from devserve.reload.reloader import strategy_for
 from devserve.serve.h3 import AppRef
+from devserve.supervision.collect import QuietCollector
 from devserve.supervision.h3 import H3Workers
 from devserve.supervision.handles import StartError, _parallel_join_targets, _WorkerHandle
 from devserve.supervision.ipc import LivereloadError, Refresh
@@ -60,16 +61,6 @@ from devserve.supervision.stopping import shutdown_delay, stop_accepting
 
 READY_TIMEOUT = 60.0
 Handles = dict[int, _WorkerHandle]
-
-
-def release_garbage() -> None:
-    """After a thread-mode reload the retired generation (its modules, app, loop) is cyclic
-    garbage. Workers freeze the start-up objects so that collections under load stay short
-    (``gc.freeze``), which would also keep that garbage forever: unfreeze, collect it now (not
-    at some later full collection, so memory stays flat save after save), freeze what lives."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 class Generations:
@@ -94,6 +85,8 @@ class Generations:
         self._known_modules: dict[str, None] = {}  # process mode: project modules, in order
         self.number = 0
         self.lifespan_state: dict[str, Any] | None = None
+        self._reloading = threading.Lock()  # held by a reload: no collection meanwhile
+        self._collector = QuietCollector(self._activity, self._reloading, lambda: self.number)
 
     @property
     def count(self) -> int:
@@ -273,8 +266,22 @@ class Generations:
             for handle in self.slots.handles().values():
                 handle.send(LivereloadError(error.message, error.location, error.traceback))
 
+    def _activity(self) -> tuple[int, int]:
+        """(requests in flight, requests started so far) over the serving workers."""
+        workers = [h.worker for h in self.slots.handles().values() if h.worker is not None]
+        return (sum(w.in_flight for w in workers),
+                sum(w.state.total_requests for w in workers))
+
     def reload(self, changed: Collection[Path] | None = None) -> None:
         """Serve the edit in *changed* (None: everything) the cheapest trustworthy way."""
+        before = self.number
+        with self._reloading:
+            self._collector.collect_pending()
+            self._reload(changed)
+        if self._launcher.in_process and self.number != before:
+            self._collector.request()  # the retired generation, once requests pause
+
+    def _reload(self, changed: Collection[Path] | None) -> None:
         strategy = "reimport" if changed is None else strategy_for(changed)
         if strategy in ("browser-only", "template-only"):
             self.refresh(strategy, changed or ())
@@ -304,8 +311,6 @@ class Generations:
             phases=phases, modules=len(outcome.reexecuted) if outcome is not None else None,
             reason=outcome.reason if outcome is not None else None))
         del old, handles, app, outcome
-        if self._launcher.in_process:
-            release_garbage()
 
     def _loaded_modules(self) -> tuple[str, ...]:
         """Process mode: every project module a generation has loaded (lazily imported views
