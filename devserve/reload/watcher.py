@@ -48,7 +48,8 @@ DEFAULT_EXCLUDED_FILES = (
     "*.log", "*.sqlite3", "*.db", "*.db-*", "*.db.*", "*.sw?", "*~", ".#*", "#*#", "*.bak",
     "*.tmp", "4913", "*.pyc", "*.pyo",
 )
-MAX_BATCH_WAIT_MS = 1600  # one notifier call returns by then even if changes keep coming
+MAX_BATCH_WAIT_MS = 1600  # a batch closes by then even if relevant changes keep coming
+CALL_MS = 50  # one notifier call returns by then even if (irrelevant) changes keep coming
 POLL_MS = 5  # how often the notifier looks for new changes
 SETTLE_MAX_MS = 500  # a file still open for writing or missing after this is taken as it is
 BURST_QUIET_MS = 50  # quiet period once a batch holds several files: a tool at work may pause
@@ -291,33 +292,43 @@ class Watcher:
                 notify.close()
 
     def _next_batch(self, notify: Any, debounce: int) -> set[tuple[int, str]] | None:
-        """The next batch (see the module doc); an empty set on an idle timeout, None when stopped.
+        """The next batch (see the module doc); an empty set on an idle timeout or when only
+        noise changed, None when stopped.
 
-        One notifier call returns ``POLL_MS`` after the last change it has not seen yet, or after
-        ``debounce`` ms of continuous changes; later calls start from an empty set, so they also
-        see a file written again. Each call waits at most the rest of the quiet period.
+        Noise (a log file, a database journal, ``.pyc`` files: what no reload wants) is dropped
+        as it arrives: a file written every few ms would otherwise keep one notifier call from
+        ever seeing ``POLL_MS`` of silence and hold an edit until ``debounce`` ran out. So each
+        call returns within ``CALL_MS``, and only relevant changes restart the quiet period.
+        Later calls start from an empty set, so they also see a file written again.
         """
-        raw = notify.watch(debounce, POLL_MS, 1000, self._stop)
+        raw = notify.watch(CALL_MS, POLL_MS, 1000, self._stop)
         if raw == "stop":
             return None
         if isinstance(raw, str):  # "timeout" or "signal": nothing yet
             return set()
-        batch: set[tuple[int, str]] = set(raw)
+        batch = self._relevant(raw)
+        if not batch:
+            return set()
         settling = Settling(self.filter, self.roots)
         settle_by: float | None = None
-        give_up = time.monotonic() + debounce / 1000  # changes that never stop: take them so far
-        wait_ms = self._quiet_for(batch) - POLL_MS  # the call above saw POLL_MS without news
+        now = time.monotonic()
+        give_up = now + debounce / 1000  # changes that never stop: take them so far
+        # A call that returned on silence saw POLL_MS without news; one cut short by noise
+        # cannot tell when the relevant change came: wait the whole quiet period.
+        quiet_until = now + (self._quiet_for(batch) - (POLL_MS if batch == raw else 0)) / 1000
         while True:
+            wait_ms = int((quiet_until - time.monotonic()) * 1000)
             if wait_ms > 0:
-                more = notify.watch(debounce, POLL_MS, wait_ms, self._stop)
+                more = notify.watch(CALL_MS, POLL_MS, wait_ms, self._stop)
                 if more == "stop":
                     return None
-                if not isinstance(more, str):
-                    batch |= more
-                    if time.monotonic() >= give_up:
+                if not isinstance(more, str) and (relevant := self._relevant(more)):
+                    batch |= relevant
+                    now = time.monotonic()
+                    if now >= give_up:
                         return batch
-                    wait_ms = self._quiet_for(batch) - POLL_MS
-                    continue
+                    quiet_until = now + self._quiet_for(batch) / 1000
+                continue
             pending = settling.pending(batch)
             if not pending:
                 return batch
@@ -328,7 +339,18 @@ class Watcher:
                 logger.debug("Reloading although %s may still be written to",
                              ", ".join(str(p) for p in pending))
                 return batch
-            wait_ms = POLL_MS
+            quiet_until = now + POLL_MS / 1000
+
+    def _relevant(self, raw: set[tuple[int, str]]) -> set[tuple[int, str]]:
+        """The changes a reload may want: watched files (also deleted ones) and directories
+        (a new one gets watched); not the noise of ignored files."""
+        kept: set[tuple[int, str]] = set()
+        for change in raw:
+            path = Path(change[1])
+            if self.filter.file_wanted(path, self.roots) or (
+                    path.is_dir() and not self.filter.dir_ignored(path.name)):
+                kept.add(change)
+        return kept
 
     def _quiet_for(self, batch: set[tuple[int, str]]) -> int:
         """The quiet period that closes *batch*: ``quiet_ms`` for one saved file (an editor's

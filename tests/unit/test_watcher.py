@@ -5,6 +5,8 @@ always proven by a later real change arriving alone, never by sleeping."""
 from __future__ import annotations
 
 import queue
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,6 +215,37 @@ def test_ignored_and_unwanted_files_never_trigger(watch: tuple[Watcher, Collecte
     real.write_text("z = 1\n")
     assert collected.next() == {real}
     assert collected.pending() == []
+
+
+def test_a_log_written_all_the_time_does_not_hold_an_edit(watch: tuple[Watcher, Collected],
+                                                         project: Path) -> None:
+    """A server log or a database journal inside the project, written every few ms, never gives
+    the notifier the silence that ends a batch; it used to hold an edit until its debounce
+    (1.6 s) ran out. Noise is dropped as it arrives, so the edit comes well before that."""
+    _, collected = watch
+    stop = threading.Event()
+
+    log = open(project / "server.log", "a")  # noqa: SIM115 (the writer thread closes it)
+
+    def noise() -> None:
+        with log:
+            while not stop.is_set():
+                log.write("GET / 200\n")
+                log.flush()
+                stop.wait(0.002)
+
+    writer = threading.Thread(target=noise, daemon=True)
+    writer.start()
+    try:
+        real = project / "app.py"
+        started = time.monotonic()
+        real.write_text("z = 2\n")
+        assert collected.next(timeout=WAIT) == {real}
+        assert time.monotonic() - started < 1.0, "the edit waited for the noise to stop"
+        assert not stop.is_set()
+    finally:
+        stop.set()
+        writer.join(5.0)
 
 
 def test_new_directory_is_scanned_and_then_watched(watch: tuple[Watcher, Collected],
