@@ -81,6 +81,12 @@ class ConnectionQueue:
                 self._new -= 1
             return conn
 
+    def wake_all(self) -> None:
+        """Wake every thread waiting in :meth:`get` (a draining generation's threads exit at
+        once instead of when their wait times out)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def drain(self) -> list[SyncConnection]:
         with self._cond:
             items = [conn for conn, _ in self._items]

@@ -142,6 +142,8 @@ class SyncWorker(LoopWorker):
             self.state.draining = True
             if self.owns_distributor:
                 self.distributor.start_draining()
+            else:
+                self.distributor.queue.wake_all()  # the next generation serves the queue now
         elif mode == SHUTDOWN:
             # Parked connections get the drain grace for one more request (answered with
             # Connection: close), then close gracefully; the threads serve until it is quiet.
