@@ -16,8 +16,9 @@ server, in one invocation:
 
 Each server gets its own copy of the app in its own temporary directory (so one server's
 watcher never sees the other's edits), a fresh port, and is stopped afterwards no matter what.
-Both run with their defaults for reloading (devserve: 50 ms quiet period; uvicorn: watchfiles
-with ``--reload-delay 0.25``); ``--uvicorn-reload-delay`` changes uvicorn's.
+Both run with their defaults for reloading (devserve: a 10 ms quiet period, 50 ms once a batch
+holds several files; uvicorn: watchfiles with ``--reload-delay 0.25``);
+``--uvicorn-reload-delay`` changes uvicorn's.
 
 Run from the repo root::
 
