@@ -6,7 +6,8 @@
   TCP and HTTP/3 workers.
 - ``generations``: start, promote, retire a generation; reload, restart and the final stop.
 - ``launch``: picking thread or process mode, and the two launchers behind one Protocol;
-  ``child``: what a spawned worker process runs; ``ipc``: the typed messages between them.
+  ``child``: what a spawned worker process runs; ``ipc``: the typed messages between them;
+  ``check``: the fresh-process check of an edit; ``escalate``: what follows it.
 - ``handles``: a running worker; ``h3``: HTTP/3 workers; ``signals``: SIGINT/SIGTERM/SIGHUP and
   the stop request; ``options``: what the composition root hands the Supervisor.
 

@@ -10,7 +10,6 @@ libraries it loaded, for the next template), obeys commands through the one
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import os
@@ -31,7 +30,6 @@ from devserve.reload.frameworks import drop_template_caches
 from devserve.reload.importer import LoadedApp, load_app, load_app_fresh, user_traceback
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.recorder import ProjectFiles
-from devserve.reload.resolve import import_failure
 from devserve.serve.h3 import AppRef
 from devserve.supervision.ipc import (
     AcceptStopped,
@@ -179,21 +177,6 @@ def start_child(config: Config, generation: int, channel: Channel,
         channel.send(Failed(exc.one_line(), getattr(exc, "traceback_text", None),
                             getattr(exc, "location", None)))
         raise SystemExit(exc.exit_code) from None
-
-
-def check_main(config: Config, modules: tuple[str, ...], conn: Connection) -> None:
-    """Entry point of the fresh-process check (see :mod:`.escalate`): import the app and the
-    running process's project modules from source, report Ready or Failed, exit."""
-    channel = Channel(conn)
-    start_child(config, 2, channel)  # reports Failed and exits on an import error
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            failure = import_failure(name, exc)
-            channel.send(Failed(failure.one_line(), failure.traceback_text, failure.location))
-            raise SystemExit(failure.exit_code) from None
-    channel.send(Ready())
 
 
 def _serve(worker: _Stoppable, run: Any, channel: Channel, conn: Connection,

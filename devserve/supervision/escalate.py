@@ -3,7 +3,7 @@
 Thread mode re-imports in-process; some edits cannot be trusted that way (Django models,
 settings, app configurations, migrations; a declaration a library refuses to see twice). Then:
 
-1. **Check** the new code in a fresh interpreter first: a spawned process imports the app and
+1. **Check** the new code in a fresh interpreter first (:mod:`.check`): it imports the app and
    every project module the running process had loaded (lazily imported views included). If it
    fails, the error (file:line) is reported like any failed reload and the running generation
    keeps serving: a broken edit never takes the server down.
@@ -14,53 +14,16 @@ settings, app configurations, migrations; a declaration a library refuses to see
 
 from __future__ import annotations
 
-import multiprocessing
-import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 
 from devserve.config import Config
 from devserve.lifecycle import Event, LogLine, ReloadStarted
 from devserve.reload.importer import FreshProcessNeeded
-from devserve.supervision.child import check_main
+from devserve.supervision.check import check_in_fresh_process
 from devserve.supervision.handles import StartError
-from devserve.supervision.ipc import Failed, Ready
 from devserve.supervision.options import FreshStart
 
 CHECK_TIMEOUT = 60.0
-
-
-def check_in_fresh_process(config: Config, modules: tuple[str, ...], timeout: float
-                           ) -> StartError | None:
-    """Import the app and *modules* in a spawned interpreter: None when they import cleanly."""
-    mp = multiprocessing.get_context("spawn")
-    parent, child = mp.Pipe()
-    process = mp.Process(target=check_main, args=(config, modules, child),
-                         name="devserve-check", daemon=True)
-    process.start()
-    child.close()
-    try:
-        return _outcome(parent, timeout)
-    finally:
-        parent.close()
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
-def _outcome(conn: Connection, timeout: float) -> StartError | None:
-    deadline = time.monotonic() + timeout
-    while conn.poll(max(0.0, deadline - time.monotonic())):
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            break
-        if isinstance(message, Ready):
-            return None
-        if isinstance(message, Failed):
-            return StartError(message.message, message.traceback, message.location)
-    return StartError("the fresh process did not finish importing the app")
 
 
 class Escalation:
@@ -75,9 +38,11 @@ class Escalation:
 
     def __call__(self, generation: int, need: FreshProcessNeeded) -> None:
         self._emit(ReloadStarted(generation=generation, strategy="process"))
-        error = check_in_fresh_process(self._config, need.modules, CHECK_TIMEOUT)
-        if error is not None:
-            self._report_failed(generation, "process", error)
+        ok, failed = check_in_fresh_process(self._config, need.modules, CHECK_TIMEOUT)
+        if not ok:
+            self._report_failed(generation, "process", StartError(
+                failed.message, failed.traceback, failed.location) if failed is not None
+                else StartError("the fresh process did not finish importing the app"))
             return
         self._emit(LogLine(level="info",
                            message=f"Restarting in a fresh process: {need.message}"))

@@ -99,3 +99,24 @@ def test_syntax_error_in_lazily_imported_view_keeps_previous_generation(
 
     (tmp_path / "polls/lazy.py").write_text("def text():\n    return 'lazy-v3'\n")
     served(django_server, "/lazy", "lazy-v3")
+
+
+def test_broken_model_edit_keeps_previous_generation_and_process(django_server: ServerProcess,
+                                                                 tmp_path: Path) -> None:
+    """A models edit goes to a fresh process; a broken one is caught by the fresh-process check
+    (thread mode) or the new generation (process mode): the same process keeps serving the old
+    code, the error names file:line, and the fix is served."""
+    served(django_server, "/model", "model-v1")
+    start = len(django_server.lines)
+    edit(tmp_path / "polls/models.py", '"model-v1"', '"model-v2" +')
+    django_server.wait_for(r"Reload failed", DEADLINE, start=start)
+    django_server.wait_for(re.escape(str(Path("polls") / "models.py")) + r":\d+", DEADLINE,
+                           start=start)
+    response = httpx.get(django_server.url + "/model", timeout=5.0)
+    assert (response.status_code, response.text) == (200, "model-v1")
+    assert django_server.proc.poll() is None
+    assert not any("Restarting in a fresh process" in line
+                   for line in django_server.lines[start:])
+
+    edit(tmp_path / "polls/models.py", '"model-v2" +', '"model-v3"')
+    served(django_server, "/model", "model-v3")

@@ -1,0 +1,101 @@
+"""The fresh-process check of an edit the running process cannot take (see :mod:`.escalate`).
+
+A bare interpreter imports the app and every project module the running process had loaded
+(lazily imported views included), compiling them from source, and reports
+:class:`~.ipc.Ready` or :class:`~.ipc.Failed` (message, traceback, file:line) on a pipe of its
+own. It is started with ``python -c`` rather than multiprocessing's spawn, which would first
+re-import the parent's ``__main__`` (the CLI: the whole server and display, ~0.5 s); this
+module imports only the app loader and the messages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from devserve.config import Config
+from devserve.errors import DevserveError
+from devserve.logs import configure_logging
+from devserve.reload.importer import load_app_fresh
+from devserve.reload.resolve import import_failure
+from devserve.supervision.ipc import Channel, Failed, Ready
+
+# The child's first step: the parent's sys.path (where the project and devserve are found),
+# then the check itself. Arguments: the fd of the result pipe.
+BOOT = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+        "from devserve.supervision.check import check_main; "
+        "check_main(*pickle.load(sys.stdin.buffer), int(sys.argv[1]))")
+
+
+def check_in_fresh_process(config: Config, modules: tuple[str, ...], timeout: float
+                           ) -> tuple[bool, Failed | None]:
+    """Import the app and *modules* in a fresh interpreter. (True, None) when they import
+    cleanly; (False, Failed) with the error; (False, None) when the child gave no answer."""
+    read_fd, write_fd = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", BOOT, str(write_fd)], stdin=subprocess.PIPE,
+            pass_fds=(write_fd,))
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    conn = Connection(read_fd)
+    try:
+        assert process.stdin is not None
+        with process.stdin:
+            pickle.dump(list(sys.path), process.stdin)
+            pickle.dump((config, modules), process.stdin)
+        return _outcome(conn, timeout)
+    except BrokenPipeError:
+        return False, None  # it died before reading what to check
+    finally:
+        conn.close()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _outcome(conn: Connection, timeout: float) -> tuple[bool, Failed | None]:
+    deadline = time.monotonic() + timeout
+    while conn.poll(max(0.0, deadline - time.monotonic())):
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        if isinstance(message, Ready):
+            return True, None
+        if isinstance(message, Failed):
+            return False, message
+    return False, None
+
+
+def check_main(config: Config, modules: tuple[str, ...], fd: int) -> None:
+    """In the child: import the app and *modules* from source, report, exit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl+C ends the check with the server
+    channel = Channel(Connection(fd))
+    configure_logging(config)
+    try:
+        load_app_fresh(config.app, dirs=[Path(d) for d in (*config.reload_dirs, config.app_dir)],
+                       app_dir=config.app_dir, factory=config.factory,
+                       interface=config.interface)
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                raise import_failure(name, exc) from None
+    except DevserveError as exc:
+        channel.send(Failed(exc.one_line(), getattr(exc, "traceback_text", None),
+                            getattr(exc, "location", None)))
+        raise SystemExit(exc.exit_code) from None
+    channel.send(Ready())
