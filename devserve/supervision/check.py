@@ -4,8 +4,8 @@ A bare interpreter imports the app and every project module the running process 
 (lazily imported views included), compiling them from source, and reports
 :class:`~.ipc.Ready` or :class:`~.ipc.Failed` (message, traceback, file:line) on a pipe of its
 own. It is started with ``python -c`` rather than multiprocessing's spawn, which would first
-re-import the parent's ``__main__`` (the CLI: the whole server and display, ~0.5 s); this
-module imports only the app loader and the messages.
+re-import the parent's ``__main__`` (the CLI: the whole server and display, ~0.5 s); it imports
+only the app loader and the messages (see ``BARE_PACKAGE``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,18 @@ from devserve.reload.importer import load_app_fresh
 from devserve.reload.resolve import import_failure
 from devserve.supervision.ipc import Channel, Failed, Ready
 
-# The child's first step: the parent's sys.path (where the project and devserve are found),
-# then the check itself. Arguments: the fd of the result pipe.
-BOOT = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
-        "from devserve.supervision.check import check_main; "
+# The child runs the check without the package's __init__ (the public ``devserve.run`` imports
+# the server and the display, ~0.5 s the check does not use): ``devserve`` is registered as a
+# bare package whose submodules import as usual.
+BARE_PACKAGE = ("import importlib.machinery, sys, types; "
+                "spec = importlib.machinery.PathFinder.find_spec('devserve'); "
+                "package = types.ModuleType('devserve'); "
+                "package.__path__ = list(spec.submodule_search_locations); "
+                "package.__spec__ = spec; sys.modules['devserve'] = package; ")
+# Its first step: the parent's sys.path (where the project and devserve are found), then the
+# check itself. Argument: the fd of the result pipe.
+BOOT = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); " + BARE_PACKAGE
+        + "from devserve.supervision.check import check_main; "
         "check_main(*pickle.load(sys.stdin.buffer), int(sys.argv[1]))")
 
 
