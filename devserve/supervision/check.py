@@ -42,10 +42,14 @@ BOOT = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); " + BA
         "check_main(*pickle.load(sys.stdin.buffer), int(sys.argv[1]))")
 
 
+NO_ANSWER = Failed("the fresh process did not finish importing the app")
+EXIT_GRACE = 5.0  # seconds a child that answered gets to exit before it is killed
+
+
 def check_in_fresh_process(config: Config, modules: tuple[str, ...], timeout: float
-                           ) -> tuple[bool, Failed | None]:
-    """Import the app and *modules* in a fresh interpreter. (True, None) when they import
-    cleanly; (False, Failed) with the error; (False, None) when the child gave no answer."""
+                           ) -> Failed | None:
+    """Import the app and *modules* in a fresh interpreter: None when they import cleanly,
+    else what failed (``NO_ANSWER`` when the child said nothing within *timeout*)."""
     read_fd, write_fd = os.pipe()
     try:
         process = subprocess.Popen(
@@ -64,17 +68,17 @@ def check_in_fresh_process(config: Config, modules: tuple[str, ...], timeout: fl
             pickle.dump((config, modules), process.stdin)
         return _outcome(conn, timeout)
     except BrokenPipeError:
-        return False, None  # it died before reading what to check
+        return NO_ANSWER  # it died before reading what to check
     finally:
         conn.close()
         try:
-            process.wait(timeout)
+            process.wait(EXIT_GRACE)  # the timeout was spent waiting for its answer
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
 
 
-def _outcome(conn: Connection, timeout: float) -> tuple[bool, Failed | None]:
+def _outcome(conn: Connection, timeout: float) -> Failed | None:
     deadline = time.monotonic() + timeout
     while conn.poll(max(0.0, deadline - time.monotonic())):
         try:
@@ -82,10 +86,10 @@ def _outcome(conn: Connection, timeout: float) -> tuple[bool, Failed | None]:
         except (EOFError, OSError):
             break
         if isinstance(message, Ready):
-            return True, None
+            return None
         if isinstance(message, Failed):
-            return False, message
-    return False, None
+            return message
+    return NO_ANSWER
 
 
 def check_main(config: Config, modules: tuple[str, ...], fd: int) -> None:

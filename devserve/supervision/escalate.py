@@ -38,11 +38,10 @@ class Escalation:
 
     def __call__(self, generation: int, need: FreshProcessNeeded) -> None:
         self._emit(ReloadStarted(generation=generation, strategy="process"))
-        ok, failed = check_in_fresh_process(self._config, need.modules, CHECK_TIMEOUT)
-        if not ok:
+        failed = check_in_fresh_process(self._config, need.modules, CHECK_TIMEOUT)
+        if failed is not None:
             self._report_failed(generation, "process", StartError(
-                failed.message, failed.traceback, failed.location) if failed is not None
-                else StartError("the fresh process did not finish importing the app"))
+                failed.message, failed.traceback, failed.location))
             return
         self._emit(LogLine(level="info",
                            message=f"Restarting in a fresh process: {need.message}"))
