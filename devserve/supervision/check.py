@@ -10,7 +10,6 @@ only the app loader and the messages (see ``BARE_PACKAGE``).
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import signal
@@ -23,8 +22,7 @@ from pathlib import Path
 from devserve.config import Config
 from devserve.errors import DevserveError
 from devserve.logs import configure_logging
-from devserve.reload.importer import load_app_fresh
-from devserve.reload.resolve import import_failure
+from devserve.reload.importer import LoadedApp, load_app_fresh
 from devserve.supervision.ipc import Channel, Failed, Ready
 
 # The child runs the check without the package's __init__ (the public ``devserve.run`` imports
@@ -92,20 +90,25 @@ def _outcome(conn: Connection, timeout: float) -> Failed | None:
     return NO_ANSWER
 
 
+def project_dirs(config: Config) -> list[Path]:
+    """Where the project's own modules live (the watched dirs and the app dir)."""
+    return [Path(d) for d in (*config.reload_dirs, config.app_dir)]
+
+
+def load_project_fresh(config: Config, preload: tuple[str, ...] = ()) -> LoadedApp:
+    """Import the app compiling project modules from source, then *preload* (the modules a
+    previous generation had loaded; see :func:`~devserve.reload.importer.load_app_fresh`)."""
+    return load_app_fresh(config.app, dirs=project_dirs(config), app_dir=config.app_dir,
+                          factory=config.factory, interface=config.interface, preload=preload)
+
+
 def check_main(config: Config, modules: tuple[str, ...], fd: int) -> None:
     """In the child: import the app and *modules* from source, report, exit."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl+C ends the check with the server
     channel = Channel(Connection(fd))
     configure_logging(config)
     try:
-        load_app_fresh(config.app, dirs=[Path(d) for d in (*config.reload_dirs, config.app_dir)],
-                       app_dir=config.app_dir, factory=config.factory,
-                       interface=config.interface)
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:
-                raise import_failure(name, exc) from None
+        load_project_fresh(config, modules)
     except DevserveError as exc:
         channel.send(Failed(exc.one_line(), getattr(exc, "traceback_text", None),
                             getattr(exc, "location", None)))

@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, Protocol
 
 from devserve.asgi.lifespan import LifespanFailed
@@ -27,10 +26,11 @@ from devserve.errors import DevserveError
 from devserve.lifecycle import Event, RequestCompleted
 from devserve.logs import configure_logging
 from devserve.reload.frameworks import drop_template_caches
-from devserve.reload.importer import LoadedApp, load_app, load_app_fresh, user_traceback
+from devserve.reload.importer import LoadedApp, load_app, user_traceback
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.recorder import ProjectFiles
 from devserve.serve.h3 import AppRef
+from devserve.supervision.check import load_project_fresh, project_dirs
 from devserve.supervision.ipc import (
     AcceptStopped,
     Channel,
@@ -151,10 +151,6 @@ class _Control:
         self.worker.shutdown()
 
 
-def project_dirs(config: Config) -> list[Path]:
-    return [Path(d) for d in (*config.reload_dirs, config.app_dir)]
-
-
 def start_child(config: Config, generation: int, channel: Channel,
                 preload: tuple[str, ...] = ()) -> LoadedApp:
     """What every spawned worker does first: leave Ctrl+C and SIGHUP to the Supervisor, set
@@ -168,9 +164,7 @@ def start_child(config: Config, generation: int, channel: Channel,
     configure_logging(config)
     try:
         if generation > 1:
-            return load_app_fresh(config.app, dirs=project_dirs(config),
-                                  app_dir=config.app_dir, factory=config.factory,
-                                  interface=config.interface, preload=preload)
+            return load_project_fresh(config, preload)
         return load_app(config.app, app_dir=config.app_dir, factory=config.factory,
                         interface=config.interface)
     except DevserveError as exc:
