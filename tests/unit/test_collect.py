@@ -44,7 +44,7 @@ def retired_garbage() -> weakref.ref[Node]:
 
 
 @pytest.fixture(autouse=True)
-def _gc_enabled_and_thawed() -> Iterator[None]:
+def _thawed_heap() -> Iterator[None]:
     """The collector freezes what lives; leave later tests a normal heap."""
     yield
     gc.unfreeze()
