@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return _exit_code(exc)
     try:
         config = load_config(vars(namespace), environ=os.environ)
-        return serve(config, display=make_display)
+        return serve(config, display=make_display, standby=True)
     except DevserveError as err:
         print(f"{PROG}: error: {err.one_line()}", file=sys.stderr)
         return err.exit_code

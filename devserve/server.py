@@ -8,29 +8,30 @@ only subscribes to events and asks for actions through :class:`Controls`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import platform
 import socket
-import sys
 from collections.abc import Callable, Collection
-from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Protocol
 
 from devserve.asgi.types import ASGIApp
 from devserve.config import Config, find_pyproject, read_env_file
-from devserve.errors import ConfigError
+from devserve.errors import ConfigError, DevserveError
 from devserve.lifecycle import FanOutCollector, ServerStarting
 from devserve.logs import configure_logging
 from devserve.net.sockets import bind_socket, bind_with_udp, describe_address
 from devserve.net.tls import create_ssl_context
+from devserve.reload.frameworks import fresh_process_expected
 from devserve.reload.importer import ProjectImporter, ReloadOutcome, load_app
 from devserve.reload.livereload import LiveReloadHub, LiveReloadMiddleware
 from devserve.reload.reloader import BROWSER_INCLUDES, Reloader
 from devserve.reload.watcher import PathFilter, Watcher
+from devserve.supervision.options import HandOver
+from devserve.supervision.relaunch import Relaunch
+from devserve.supervision.standby import StandbyLink
 from devserve.supervisor import AppLoader, AppWrapper, Supervisor, choose_mode, gil_enabled
 
 logger = logging.getLogger("devserve.error")
@@ -90,54 +91,6 @@ def _start_watcher(config: Config, supervisor: Supervisor, roots: list[Path],
     return watcher
 
 
-class _Reexec:
-    """Replace this process with a fresh devserve (same command line) once the Supervisor has
-    stopped — for a ``[tool.devserve]`` change, or an edit only a fresh process can take.
-
-    The listening socket stays open across ``exec``: :meth:`request` keeps a duplicate of it, so
-    it goes on listening while the workers drain and close theirs, and the new process serves it
-    (``DEVSERVE_FD``). Connections arriving meanwhile wait in the kernel backlog, never refused.
-    A Unix-domain socket is bound again instead (its path is the address)."""
-
-    def __init__(self, config: Config, sock: socket.socket) -> None:
-        self._config = config
-        self._sock = sock
-        self._kept: socket.socket | None = None
-        self.requested = False
-
-    def request(self) -> None:
-        if not self.requested:
-            self.requested = True
-            if not self._config.uds:
-                self._kept = self._sock.dup()
-
-    def run(self) -> None:
-        env = dict(os.environ)
-        if self._kept is not None:
-            fd = self._kept.fileno()
-            if self._config.fd is not None:  # an --fd N on the command line names it again
-                os.dup2(fd, self._config.fd)
-                fd = self._config.fd
-            os.set_inheritable(fd, True)
-            env["DEVSERVE_FD"] = str(fd)
-        argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-        _reap_children()
-        logging.shutdown()
-        os.execve(sys.executable, [sys.executable, *argv[1:]], env)
-
-
-def _reap_children() -> None:
-    """Children of this image would outlive the ``exec`` as zombies nobody waits for: stop
-    multiprocessing's resource tracker (started by the fresh-process check) and reap."""
-    tracker = getattr(resource_tracker, "_resource_tracker", None)
-    stop = getattr(tracker, "_stop", None)
-    if callable(stop):
-        stop()
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-
-
 def _app_loader(importer: ProjectImporter) -> AppLoader:
     """Thread mode reloads: re-import what the changed files affect (see reload.importer)."""
     def load(changed: Collection[Path] | None) -> ReloadOutcome:
@@ -156,10 +109,17 @@ def _livereload(collector: FanOutCollector) -> AppWrapper:
     return wrap
 
 
-def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
+def serve(config: Config, *, display: DisplayFactory | None = None, standby: bool = False
+          ) -> int:
     """Run the server described by *config* until it is stopped; return the exit code.
-    Without *display* nothing shows the lifecycle events (embedding, tests)."""
+    Without *display* nothing shows the lifecycle events (embedding, tests). *standby*: started
+    from the command line, so a fresh process running the same command line serves the same
+    server: edits needing one go to a standby (``supervision.standby``), and this process may
+    be one."""
     configure_logging(config)
+    link = StandbyLink.from_env() if standby else None
+    go = link.wait_for_go() if link is not None else None  # a standby: until an edit needs it
+    relay_fd: int | None = None
     if config.env_file:
         for key, value in read_env_file(config.env_file).items():
             os.environ.setdefault(key, value)
@@ -172,7 +132,17 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
         importer = ProjectImporter(app_path, dirs=[*roots, Path(config.app_dir)],
                                    app_dir=config.app_dir, factory=config.factory,
                                    interface=config.interface)
-        loaded = importer.load()
+        try:
+            loaded = importer.load(go.modules if go is not None else (), fresh=go is not None)
+        except DevserveError as exc:
+            if link is None:
+                raise
+            link.failed(exc)  # the serving process reports it and keeps serving
+            importer.close()
+            return exc.exit_code
+        if link is not None:
+            listener_fd, relay_fd = link.wait_for_listener()
+            config = dataclasses.replace(config, fd=listener_fd)
     else:
         loaded = load_app(config.app, app_dir=config.app_dir, factory=config.factory,
                           interface=config.interface)
@@ -189,17 +159,15 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
         config = dataclasses.replace(config, http3_port=udp.getsockname()[1])
     else:
         sock = bind_socket(config)
+    relaunch: Relaunch | None = None
     try:
         url = describe_address(sock, "https" if ssl_context else "http")
         collector = FanOutCollector()
         view = display(config, collector) if display is not None else None
         wrapper = _livereload(collector) if config.livereload else None
-        reexec = _Reexec(config, sock)
-
-        def fresh_start(reason: str) -> None:
-            reexec.request()
-            supervisor.shutdown(delay=False)  # the socket stays open: nothing to announce
-
+        relaunch = Relaunch(config, sock,
+                            lambda why: supervisor.shutdown(delay=False, reason=why),
+                            standby=standby, relay_fd=relay_fd)
         wsgi = loaded.interface == "wsgi"  # served by SyncWorker threads (sync_worker.py)
         supervisor = Supervisor(
             config, None if wsgi else loaded.app, mode=mode, ssl_context=ssl_context,
@@ -208,7 +176,8 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
             app_loader=_app_loader(importer) if importer is not None else None,
             app_wrapper=wrapper, output_sink=view.output_sink if view is not None else None,
             worker_collector=collector if view is not None and view.wants_requests else None,
-            fresh_start=fresh_start if importer is not None else None)
+            fresh_start=relaunch if importer is not None else None,
+            handed_over=None if go is None else HandOver(go.generation, go.started, go.reason))
         if view is not None:
             view.start(supervisor)
         collector.emit(ServerStarting(
@@ -222,7 +191,9 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
         watcher = None
         if config.reload:
             watcher = _start_watcher(config, supervisor, roots, collector,
-                                     on_reexec=reexec.request)
+                                     on_reexec=relaunch.request)
+        if importer is not None and (link is not None or fresh_process_expected()):
+            relaunch.keep_standby()  # edits here are likely to need one (again)
         try:
             code = supervisor.run([sock], udp_sockets)
         finally:
@@ -231,15 +202,17 @@ def serve(config: Config, *, display: DisplayFactory | None = None) -> int:
             if view is not None:
                 view.close()
         logger.info("Finished server process [%d]", os.getpid())
-        if reexec.requested:
+        if relaunch.requested:
             for udp in udp_sockets:
                 udp.close()
             if config.uds:
                 sock.close()
                 Path(config.uds).unlink(missing_ok=True)
-            reexec.run()
+            relaunch.finish()
         return code
     finally:
+        if relaunch is not None:
+            relaunch.close()
         if importer is not None:
             importer.close()
         sock.close()

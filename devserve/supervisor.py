@@ -53,6 +53,7 @@ from devserve.supervision.options import (
     AppLoader,
     AppWrapper,
     FreshStart,
+    HandOver,
     OutputSink,
     SupervisorOptions,
     SyncApp,
@@ -90,6 +91,7 @@ class Supervisor:
         output_sink: OutputSink | None = None,
         worker_collector: LifecycleCollector | None = None,
         fresh_start: FreshStart | None = None,
+        handed_over: HandOver | None = None,
     ) -> None:
         self._config = config
         self._collector = lifecycle_collector
@@ -104,7 +106,8 @@ class Supervisor:
         self._options = SupervisorOptions(
             reload_grace=config.reload_grace if reload_grace is None else reload_grace,
             app_loader=app_loader, app_wrapper=app_wrapper, output_sink=output_sink,
-            worker_collector=worker_collector, fresh_start=fresh_start)
+            worker_collector=worker_collector, fresh_start=fresh_start,
+            handed_over=handed_over)
         self._sockets: list[socket.socket] = []
         self._udp_sockets: list[socket.socket] = []
         self._lifecycle_lock = threading.Lock()
@@ -136,7 +139,7 @@ class Supervisor:
             config, app if app is not None else sync_app, launcher=self._launcher,
             slots=self._tcp, h3=self._h3, options=self._options, stop=self._stop,
             emit=self._emit, on_fatal=self._on_fatal, fresh_process=None if fresh_start is None
-            else Escalation(config, fresh_start, self._emit,
+            else Escalation(fresh_start, self._emit,
                             lambda *failed: self._generations.report_failed(*failed)))
 
     # -- public API ------------------------------------------------------------------------
@@ -192,8 +195,11 @@ class Supervisor:
             self._drain()
         return self.exit_code
 
-    def shutdown(self, *, delay: bool = True) -> None:
-        """Ask to stop (non-blocking; *delay*: honour ``--shutdown-delay``); ``run()`` drains."""
+    def shutdown(self, *, delay: bool = True, reason: str | None = None) -> None:
+        """Ask to stop (non-blocking; *delay*: honour ``--shutdown-delay``; *reason*: what the
+        displays say, when not a plain shutdown); ``run()`` drains."""
+        if reason is not None:
+            self._stop.announce(reason)
         self._stop.request(skip_delay=not delay)
 
     def force_exit(self) -> None:

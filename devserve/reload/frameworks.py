@@ -42,6 +42,11 @@ def _module_file(name: str) -> Path | None:
     return Path(filename).resolve() if filename else None
 
 
+def fresh_process_expected() -> bool:
+    """Whether edits to this project often need a fresh process (Django's models, settings)."""
+    return _django_ready()
+
+
 def fresh_process_reason(changed: Collection[Path], modules: Collection[str]) -> str | None:
     """Why re-executing *modules* after *changed* cannot be trusted in place (``None`` when it
     can): Django's settings, app configurations, models and migrations live in registries that

@@ -145,12 +145,22 @@ class ProjectImporter:
         return load_app(self.app, app_dir=self.app_dir, factory=self.factory,
                         interface=self.interface)
 
-    def load(self) -> LoadedApp:
-        """First import, with recording on (it stays on for lazy imports until :meth:`close`)."""
+    def load(self, preload: Collection[str] = (), *, fresh: bool = False) -> LoadedApp:
+        """First import, with recording on (it stays on for lazy imports until :meth:`close`),
+        then the *preload* modules (a deleted one is skipped). *fresh*: compile every project
+        module from source (a process serving an edit must not trust a ``.pyc`` written in the
+        same second)."""
         with self._lock:
             self.recorder.install()
             self._trusted = False
-            loaded = self._load()
+            self.recorder.fresh = None if fresh else set()
+            try:
+                loaded = self._load()
+                for name in preload:
+                    if name not in sys.modules and _exists(name):
+                        _import(name)
+            finally:
+                self.recorder.fresh = set()
             self._trusted = True
             return loaded
 

@@ -170,11 +170,19 @@ class Generations:
         return handles, None
 
     def start_first(self) -> StartError | None:
-        """Generation 1, promoted when ready (its handles live on in the slots only, so it
-        becomes garbage like any other once retired)."""
-        handles, error = self.start(1, self.app)
+        """Generation 1 (or the one handed over), promoted when ready (its handles live on in
+        the slots only, so it becomes garbage like any other once retired)."""
+        over = self._options.handed_over
+        generation = 1 if over is None else over.generation
+        handles, error = self.start(generation, self.app)
         if error is None:
-            self.promote(1, handles, self.app, fresh_budgets=True)
+            self.promote(generation, handles, self.app, fresh_budgets=True)
+            if over is not None:  # the reload that brought this process, for the displays
+                took = time.monotonic() - over.started
+                self._emit(ReloadStarted(generation=generation, strategy="process"))
+                self._emit(ReloadCompleted(generation=generation, strategy="process",
+                                           phases={"ready": took, "total": took},
+                                           reason=over.reason))
         return error
 
     def discard(self, handles: Handles) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from devserve.asgi.types import ASGIApp
 from devserve.lifecycle import LifecycleCollector
-from devserve.reload.importer import ReloadOutcome
+from devserve.reload.importer import FreshProcessNeeded, ReloadOutcome
+from devserve.supervision.ipc import Failed
 
 SyncApp = Callable[..., Any]
 # Re-imports the app after the changed files (None: all of them); raises DevserveError (the
@@ -17,7 +18,29 @@ SyncApp = Callable[..., Any]
 AppLoader = Callable[[Collection[Path] | None], ReloadOutcome]
 AppWrapper = Callable[[ASGIApp, int], ASGIApp]
 OutputSink = Callable[[str], None]
-FreshStart = Callable[[str], None]
+
+
+class FreshStart(Protocol):
+    """Thread mode: serving an edit the running process cannot take (see :mod:`.escalate`)."""
+
+    def prepare(self, need: FreshProcessNeeded, generation: int) -> Failed | None:
+        """Import the app and the project modules loaded here (``need.modules``) in a fresh
+        process that would serve *generation*: what failed, or None when it can serve them."""
+
+    def start(self, reason: str) -> None:
+        """Serve from that process: this one stops (without the shutdown delay) and the
+        composition root hands over once ``run()`` returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """This server took over from one that could not take an edit in place: it starts at
+    *generation* and reports that reload (begun at *started*, ``time.monotonic()``, which is
+    system-wide on Linux) once it serves."""
+
+    generation: int
+    started: float
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +56,9 @@ class SupervisorOptions:
       owns the terminal); None lets children write to the terminal directly.
     - ``worker_collector``: where workers send per-request events and gauges; None (the
       default) spares them the cost when no display consumes them.
-    - ``fresh_start``: thread mode, an edit only a fresh process can take was checked in one;
-      the composition root re-execs devserve (listening sockets kept) once ``run()`` returns.
-      None: such an edit is reported as a failed reload.
+    - ``fresh_start``: thread mode, how an edit only a fresh process can take is served
+      (``supervision.relaunch``). None: such an edit is reported as a failed reload.
+    - ``handed_over``: this server serves an edit its predecessor handed over.
     """
 
     reload_grace: float
@@ -44,3 +67,4 @@ class SupervisorOptions:
     output_sink: OutputSink | None = None
     worker_collector: LifecycleCollector | None = None
     fresh_start: FreshStart | None = None
+    handed_over: HandOver | None = None

@@ -1,0 +1,188 @@
+"""A standby devserve: the fresh process an escalated edit is served from, started in advance.
+
+Thread mode re-imports in place, but some edits need a fresh process (Django models, settings;
+see :mod:`.escalate`). Re-``exec``-ing devserve pays for the interpreter, devserve, every library
+and the project (1-2 s for a Django project), and the edit must first be checked in yet another
+fresh interpreter (a broken edit must leave the running generation serving). A *standby* is the
+same command line started early as a child: it imports devserve and the libraries the running
+server has loaded (:func:`~.prewarm.import_libraries`: never project code), then waits. For an
+edit:
+
+1. :meth:`Standby.prepare` sends it :class:`Go` (the environment, and the project modules the
+   running server had loaded); it imports the app and those modules, compiled from source, and
+   answers :class:`~.ipc.Ready` or :class:`~.ipc.Failed` (then it exits: the running server
+   keeps serving, reports the error and starts another standby). This replaces the check.
+2. Ready: the running server drains, closes its display, :meth:`Standby.hand_over` passes the
+   listening socket (``SCM_RIGHTS``), and the server becomes the relay of the standby (the
+   first hand-over of a session) or tells the relay about it and exits (:mod:`.relay`). The
+   standby serves as if started with ``--fd``; connections arriving meanwhile wait in the
+   kernel's backlog, never refused.
+
+Until it is told to serve, a standby ignores Ctrl+C (its server handles it) and exits quietly
+when its server's end of the socket closes (the server stopped, was killed, or re-``exec``-ed).
+It never holds the listener before the hand-over, so a stopping server's closed listener refuses
+connections as it should. The child side is :class:`StandbyLink` (in ``devserve.server``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from devserve.errors import DevserveError
+from devserve.supervision import prewarm
+from devserve.supervision.ipc import Failed, Ready
+
+ENV = "DEVSERVE_STANDBY"  # the fd of the standby's end of its socket
+NO_ANSWER = Failed("the fresh process did not finish importing the app")
+EXIT_GRACE = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prewarm:
+    """First message: the libraries to import while waiting."""
+
+    modules: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Go:
+    """Import the app now, with this environment, and these project modules after it; then
+    serve *generation*, the reload begun at *started* (``time.monotonic()``) for *reason*."""
+
+    environ: Mapping[str, str]
+    modules: tuple[str, ...]
+    generation: int
+    started: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    """The listener follows (its fd, ``SCM_RIGHTS``): serve it."""
+
+
+class Standby:
+    """The server's side: one standby process, used at most once."""
+
+    def __init__(self) -> None:
+        parent, child = socket.socketpair()
+        self._sock = parent
+        env = dict(os.environ)
+        env[ENV] = str(child.fileno())
+        argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+        try:
+            self._process = subprocess.Popen([sys.executable, *argv[1:]], env=env,
+                                             pass_fds=(child.fileno(),))
+        finally:
+            child.close()
+        self._conn = Connection(os.dup(parent.fileno()))
+        self._lock = threading.Lock()
+        self._conn.send(Prewarm(prewarm.library_modules()))
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def prepare(self, go: Go, timeout: float) -> Failed | None:
+        """Have it import the app and *go*'s modules: None when it is ready to serve, else
+        what failed (the standby is then gone)."""
+        with self._lock:
+            try:
+                self._conn.send(go)
+            except OSError:
+                return NO_ANSWER
+            deadline = time.monotonic() + timeout
+            while self._conn.poll(max(0.0, deadline - time.monotonic())):
+                try:
+                    message = self._conn.recv()
+                except (EOFError, OSError):
+                    break
+                if isinstance(message, Ready):
+                    return None
+                if isinstance(message, Failed):
+                    self.close()
+                    return message
+            self.close()
+            return NO_ANSWER
+
+    def hand_over(self, listener: socket.socket, relay_fd: int) -> bool:
+        """Pass *listener* to the prepared standby, and the pipe to announce its own successor
+        on (see :mod:`.relay`): from now on it serves."""
+        try:
+            self._conn.send(Serve())
+            socket.send_fds(self._sock, [b"L"], [listener.fileno(), relay_fd])
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Not needed (any more): it exits when its end of the socket closes."""
+        self._conn.close()
+        self._sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(EXIT_GRACE)
+            return
+        self._process.kill()
+        self._process.wait()
+
+
+class StandbyLink:
+    """The standby's side (this process was started by :class:`Standby`)."""
+
+    def __init__(self, fd: int) -> None:
+        self._sock = socket.socket(fileno=fd)
+        self._conn = Connection(os.dup(fd))
+
+    @classmethod
+    def from_env(cls) -> StandbyLink | None:
+        fd = os.environ.pop(ENV, None)
+        if fd is None:
+            return None
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the serving process
+        return cls(int(fd))
+
+    def _receive(self) -> object:
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # its server is gone or no longer needs it: nothing to say
+
+    def wait_for_go(self) -> Go:
+        """Import the libraries, wait for the edit; take its environment."""
+        while True:
+            message = self._receive()
+            if isinstance(message, Prewarm):
+                prewarm.import_libraries(message.modules)
+            elif isinstance(message, Go):
+                os.environ.clear()
+                os.environ.update(message.environ)
+                return message
+
+    def failed(self, exc: DevserveError) -> None:
+        self._conn.send(Failed(exc.one_line(), getattr(exc, "traceback_text", None),
+                               getattr(exc, "location", None)))
+
+    def wait_for_listener(self) -> tuple[int, int]:
+        """Report ready; once the old server has drained, the fds of the listener and of the
+        relay's pipe."""
+        self._conn.send(Ready())
+        while not isinstance(self._receive(), Serve):
+            pass
+        _, fds, _, _ = socket.recv_fds(self._sock, 1, 2)
+        if len(fds) != 2:
+            os._exit(0)
+        self._conn.close()
+        self._sock.close()
+        os.set_inheritable(fds[1], False)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return fds[0], fds[1]
