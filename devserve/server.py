@@ -167,7 +167,8 @@ def serve(config: Config, *, display: DisplayFactory | None = None, standby: boo
         wrapper = _livereload(collector) if config.livereload else None
         relaunch = Relaunch(config, sock,
                             lambda why: supervisor.shutdown(delay=False, reason=why),
-                            standby=standby, relay_fd=relay_fd)
+                            standby=standby, relay_fd=relay_fd,
+                            successor=link.successor if link is not None else None)
         wsgi = loaded.interface == "wsgi"  # served by SyncWorker threads (sync_worker.py)
         supervisor = Supervisor(
             config, None if wsgi else loaded.app, mode=mode, ssl_context=ssl_context,

@@ -49,12 +49,15 @@ class Relaunch:
     *stop*: asks the Supervisor to stop without the shutdown delay, saying why."""
 
     def __init__(self, config: Config, sock: socket.socket, stop: Callable[[str], None], *,
-                 standby: bool, relay_fd: int | None = None) -> None:
+                 standby: bool, relay_fd: int | None = None,
+                 successor: Standby | None = None) -> None:
         self._config = config
         self._sock = sock
         self._stop = stop
         self._standby_allowed = standby and standby_supported(config)
-        self._standby: Standby | None = None
+        self._standby = successor if self._standby_allowed else None
+        if successor is not None and self._standby is None:
+            successor.close()
         self._prepared = False  # the standby has imported the edit
         self._kept: socket.socket | None = None
         self._lock = threading.Lock()
@@ -65,8 +68,11 @@ class Relaunch:
         """Have a standby waiting for the next edit that needs one (started in the background,
         it imports the libraries meanwhile)."""
         with self._lock:
-            if self._standby_allowed and self._standby is None and not self.requested:
-                self._standby = Standby()
+            if not self._standby_allowed or self.requested:
+                return
+            if self._standby is None:
+                self._standby = Standby.spawn()
+            self._standby.prewarm()  # a forked one learns what the app imported since
 
     # -- FreshStart --------------------------------------------------------------------------
     def prepare(self, need: FreshProcessNeeded, generation: int) -> Failed | None:

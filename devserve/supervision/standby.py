@@ -18,6 +18,10 @@ edit:
    standby serves as if started with ``--fd``; connections arriving meanwhile wait in the
    kernel's backlog, never refused.
 
+When told to import an edit, a standby first forks a copy of itself (still free of project
+code): the standby of the server it is about to become, warm at once, so edits that need a fresh
+process back to back never wait for an interpreter to start.
+
 Until it is told to serve, a standby ignores Ctrl+C (its server handles it) and exits quietly
 when its server's end of the socket closes (the server stopped, was killed, or re-``exec``-ed).
 It never holds the listener before the hand-over, so a stopping server's closed listener refuses
@@ -27,6 +31,7 @@ connections as it should. The child side is :class:`StandbyLink` (in ``devserve.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -72,26 +77,34 @@ class Serve:
 
 
 class Standby:
-    """The server's side: one standby process, used at most once."""
+    """The server's side: one standby process (a child of this one), used at most once."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int, sock: socket.socket,
+                 process: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self._sock = sock
+        self._process = process
+        self._conn = Connection(os.dup(sock.fileno()))
+        self._lock = threading.Lock()
+
+    @classmethod
+    def spawn(cls) -> Standby:
+        """Start this process's command line as a standby."""
         parent, child = socket.socketpair()
-        self._sock = parent
         env = dict(os.environ)
         env[ENV] = str(child.fileno())
         argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
         try:
-            self._process = subprocess.Popen([sys.executable, *argv[1:]], env=env,
-                                             pass_fds=(child.fileno(),))
+            process = subprocess.Popen([sys.executable, *argv[1:]], env=env,
+                                       pass_fds=(child.fileno(),))
         finally:
             child.close()
-        self._conn = Connection(os.dup(parent.fileno()))
-        self._lock = threading.Lock()
-        self._conn.send(Prewarm(prewarm.library_modules()))
+        return cls(process.pid, parent, process)
 
-    @property
-    def pid(self) -> int:
-        return self._process.pid
+    def prewarm(self) -> None:
+        """Have it import the libraries this process has loaded (those it lacks)."""
+        with contextlib.suppress(OSError):
+            self._conn.send(Prewarm(prewarm.library_modules()))
 
     def prepare(self, go: Go, timeout: float) -> Failed | None:
         """Have it import the app and *go*'s modules: None when it is ready to serve, else
@@ -129,19 +142,37 @@ class Standby:
         """Not needed (any more): it exits when its end of the socket closes."""
         self._conn.close()
         self._sock.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._process.wait(EXIT_GRACE)
-            return
-        self._process.kill()
-        self._process.wait()
+        if not self._reaped(EXIT_GRACE):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._reaped(EXIT_GRACE)
+
+    def _reaped(self, timeout: float) -> bool:
+        if self._process is not None:
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if os.waitpid(self.pid, os.WNOHANG)[0] != 0:
+                    return True
+            except ChildProcessError:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 class StandbyLink:
     """The standby's side (this process was started by :class:`Standby`)."""
 
-    def __init__(self, fd: int) -> None:
-        self._sock = socket.socket(fileno=fd)
-        self._conn = Connection(os.dup(fd))
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._conn = Connection(os.dup(sock.fileno()))
+        self.successor: Standby | None = None  # forked at Go: the next server's standby
 
     @classmethod
     def from_env(cls) -> StandbyLink | None:
@@ -149,7 +180,7 @@ class StandbyLink:
         if fd is None:
             return None
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the serving process
-        return cls(int(fd))
+        return cls(socket.socket(fileno=int(fd)))
 
     def _receive(self) -> object:
         try:
@@ -163,10 +194,33 @@ class StandbyLink:
             message = self._receive()
             if isinstance(message, Prewarm):
                 prewarm.import_libraries(message.modules)
+                gc.collect()
+                gc.freeze()  # shared with the standby forked from this one, not copied
             elif isinstance(message, Go):
+                if self._fork_successor():
+                    continue  # this is the successor: wait for its own edit
                 os.environ.clear()
                 os.environ.update(message.environ)
                 return message
+
+    def _fork_successor(self) -> bool:
+        """Before importing any project code, fork the standby of the server this process is
+        about to become: already warm, so back-to-back edits needing a fresh process do not
+        wait for a new interpreter. True in the forked child. Not done when a library started
+        a thread (the child would lack it); that server spawns a new standby instead."""
+        if threading.active_count() != 1:
+            return False
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            self._conn.close()
+            self._sock.close()
+            self._sock, self._conn = theirs, Connection(os.dup(theirs.fileno()))
+            return True
+        theirs.close()
+        self.successor = Standby(pid, ours)
+        return False
 
     def failed(self, exc: DevserveError) -> None:
         self._conn.send(Failed(exc.one_line(), getattr(exc, "traceback_text", None),
