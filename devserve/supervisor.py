@@ -17,6 +17,7 @@ The facade of the product spec (``spec/supervisor-api.txt``); the work is done i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -95,19 +96,15 @@ class Supervisor:
     ) -> None:
         self._config = config
         self._collector = lifecycle_collector
-        if mode is None:
-            mode, reason = choose_mode(config, app_is_object=app_path is None,
-                                       reload=config.reload)
-        else:
-            reason = "chosen by the caller"
+        mode, reason = (choose_mode(config, app_is_object=app_path is None, reload=config.reload)
+                        if mode is None else (mode, "chosen by the caller"))
         self._mode: WorkerMode = mode
         self.mode_reason = reason
         self.exit_code = 0
         self._options = SupervisorOptions(
             reload_grace=config.reload_grace if reload_grace is None else reload_grace,
             app_loader=app_loader, app_wrapper=app_wrapper, output_sink=output_sink,
-            worker_collector=worker_collector, fresh_start=fresh_start,
-            handed_over=handed_over)
+            worker_collector=worker_collector, fresh_start=fresh_start, handed_over=handed_over)
         self._sockets: list[socket.socket] = []
         self._udp_sockets: list[socket.socket] = []
         self._lifecycle_lock = threading.Lock()
@@ -196,8 +193,7 @@ class Supervisor:
         return self.exit_code
 
     def shutdown(self, *, delay: bool = True, reason: str | None = None) -> None:
-        """Ask to stop (non-blocking; *delay*: honour ``--shutdown-delay``; *reason*: what the
-        displays say, when not a plain shutdown); ``run()`` drains."""
+        """Ask to stop (non-blocking; *delay*: honour ``--shutdown-delay``); ``run()`` drains."""
         if reason is not None:
             self._stop.announce(reason)
         self._stop.request(skip_delay=not delay)
@@ -287,10 +283,8 @@ class Supervisor:
         if self._stop.forced:
             self.exit_code = 130
         for sock in self._sockets + self._udp_sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
     def _force_stop(self, handle: _WorkerHandle, join_timeout: float) -> None:
         """Process: SIGTERM then SIGKILL. Thread: close its connections, join."""

@@ -103,7 +103,23 @@ class _Control:
     def drain(self, grace: float) -> None:
         self.worker.grace = grace
         self._close_browser_channel()
+        channel = self.channel
+        if isinstance(self.worker, Worker) and channel is not None:
+            # Idle keep-alive connections go to the new generation (via the Supervisor)
+            # instead of being closed under a client about to reuse them.
+            def hand_off(sock: socket.socket) -> None:
+                channel.send_socket(sock)
+                sock.close()
+
+            self.worker.handoff = hand_off
         self.worker.start_draining()
+
+    def adopt(self, sock: socket.socket) -> None:
+        """A connection handed over by a draining child of the previous generation."""
+        if isinstance(self.worker, Worker):
+            self.worker.adopt(sock)
+        else:
+            sock.close()
 
     def mark_unhealthy(self) -> None:
         self.worker.mark_unhealthy()

@@ -3,8 +3,10 @@
 - :meth:`Generations.start` spawns every slot of generation N and waits until each is ready;
   if one fails, the whole generation is discarded (all or nothing).
 - :meth:`Generations.promote` makes it the serving one (the slots point at its handles).
-- :meth:`Generations.retire` drains the previous one within a bounded grace (thread mode hands
-  idle keep-alive connections to the new generation) and force-closes what remains.
+- :meth:`Generations.retire` drains the previous one within a bounded grace, handing idle
+  keep-alive connections to the new generation (process mode: the draining child sends each
+  socket to this process, which passes it to a new child) so a client reusing one after the
+  reload is served by the new code, and force-closes what remains.
 - :meth:`Generations.reload` (zero downtime), for a batch of changed files, cheapest first:
   stylesheets only → open pages swap them (``browser-only``); templates and browser assets only →
   template caches dropped, pages reload (``template-only``), both without a new generation;
@@ -223,9 +225,12 @@ class Generations:
         """Drain *old* within *grace*; returns how many connections had to be force-closed."""
         self._learn_modules(old)  # what it loaded while the new one started counts too
         new_workers = [h.worker for h in new.values() if h.worker is not None]
+        children = [h for h in new.values() if h.channel is not None]
         for i, handle in enumerate(old.values()):
             if handle.worker is not None and new_workers:
                 handle.worker.handoff = new_workers[i % len(new_workers)].adopt
+            elif handle.channel is not None and children:  # process mode, via this process
+                handle.handoff = children[i % len(children)].adopt
             self._emit(WorkerDraining(slot=handle.worker_id, generation=handle.generation))
             handle.start_draining(grace)
         _parallel_join_targets([h.target for h in old.values()], grace + 1.0)
@@ -236,7 +241,10 @@ class Generations:
             if handle.is_alive():
                 handle.force_stop(2.0)
             self._stopped(handle)
-            if handle.worker is not None:  # no path from a retired worker to the new one
+            if handle.channel is not None:
+                handle.reader_done.wait(1.0)  # connections it handed over may be in the pipe
+            handle.handoff = None  # no path from a retired worker to the new one
+            if handle.worker is not None:
                 handle.worker.handoff = handle.worker.state.handoff = None
         for gen in sorted({h.generation for h in old.values()}):
             self._emit(GenerationRetired(generation=gen, forced_connections=forced))

@@ -9,6 +9,7 @@ places ``_WorkerHandle``, ``_H3WorkerHandle``, ``_parallel_join_targets`` and ``
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from devserve.supervision.ipc import (
     Drain,
     Failed,
     Force,
+    HandOff,
     ListModules,
     MarkUnhealthy,
     Modules,
@@ -91,6 +93,8 @@ class _Handle:
         self.accept_stopped = threading.Event()  # process mode: the child closed its listener
         self.modules: tuple[str, ...] = ()  # process mode: its loaded project modules
         self.modules_known = threading.Event()
+        # process mode, while it drains for a reload: where its idle connections go
+        self.handoff: Callable[[socket.socket], None] | None = None
         self._status = Status()
         self._lock = threading.Lock()
 
@@ -155,6 +159,16 @@ class _Handle:
         elif isinstance(message, Modules):
             self.modules = message.names
             self.modules_known.set()
+        elif isinstance(message, HandOff) and message.sock is not None:
+            handoff = self.handoff
+            if handoff is not None:
+                handoff(message.sock)
+            message.sock.close()  # this process's copy; the client's connection lives on
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Process mode: pass a connection a draining child handed over to this child."""
+        if self.channel is not None:
+            self.channel.send_socket(sock)
 
     def loaded_modules(self, timeout: float) -> tuple[str, ...]:
         """Process mode: the project modules this child has loaded (empty when it does not

@@ -2,11 +2,13 @@
 
 Child → Supervisor: :class:`Ready`, :class:`Failed` (message, traceback, ``file:line``),
 :class:`Forward` (a lifecycle event for the displays), :class:`AcceptStopped`,
-:class:`LibraryModules` (what a process template should import).
+:class:`LibraryModules` (what a process template should import), :class:`HandOff` (an idle
+keep-alive connection of a draining child, for the new generation).
 Supervisor → child: :class:`Drain` (reload), the stop in its steps (:class:`MarkUnhealthy`,
 :class:`StopAccepting`, :class:`Shutdown`), :class:`Force`,
 :class:`LivereloadError` (show a failed reload in the browser), :class:`Refresh` (templates
-or browser assets changed: forget compiled templates, tell open pages).
+or browser assets changed: forget compiled templates, tell open pages), :class:`HandOff` (serve
+this connection).
 
 A message is matched on its type, never on its shape. Either side may vanish at any moment, so
 :meth:`Channel.send` never raises; a child treats the pipe's end as "the Supervisor is gone" and
@@ -17,6 +19,8 @@ shuts down. The child runs one :func:`dispatch_commands` loop; the Supervisor on
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,7 +75,16 @@ class LibraryModules:
     names: tuple[str, ...]
 
 
-ChildMessage = Ready | Failed | Forward | AcceptStopped | Modules | LibraryModules
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """An idle keep-alive connection this draining child hands to the next generation; its fd
+    follows (``SCM_RIGHTS``, see :meth:`Channel.send_socket`), and :func:`read_messages` fills
+    in *sock*. Also the command passing it on to a child of the new generation."""
+
+    sock: socket.socket | None = None
+
+
+ChildMessage = Ready | Failed | Forward | AcceptStopped | Modules | LibraryModules | HandOff
 
 
 # -- Supervisor → child --------------------------------------------------------------------------
@@ -134,7 +147,7 @@ class ListModules:
 
 
 Command = (Drain | MarkUnhealthy | StopAccepting | Shutdown | Force | LivereloadError | Refresh
-           | ListModules)
+           | ListModules | HandOff)
 
 
 class Channel:
@@ -153,15 +166,35 @@ class Channel:
                 return False
         return True
 
+    def send_socket(self, sock: socket.socket) -> bool:
+        """Send *sock* as a :class:`HandOff` (the message, then its fd); False when the other
+        side is gone. The caller still owns (and closes) its copy."""
+        with self._lock:
+            try:
+                self.conn.send(HandOff())
+                with socket.socket(fileno=os.dup(self.conn.fileno())) as pipe:
+                    socket.send_fds(pipe, [b"F"], [sock.fileno()])
+            except (OSError, ValueError):
+                return False
+        return True
+
     def close(self) -> None:
         self.conn.close()
 
 
 def _received(conn: Connection) -> Iterator[object]:
-    """Every object arriving on *conn* until the other side closes it."""
+    """Every object arriving on *conn* until the other side closes it (a :class:`HandOff`
+    with the socket that followed it)."""
     while True:
         try:
-            yield conn.recv()
+            message = conn.recv()
+            if isinstance(message, HandOff):
+                with socket.socket(fileno=os.dup(conn.fileno())) as pipe:
+                    _, fds, _, _ = socket.recv_fds(pipe, 1, 1)
+                if not fds:
+                    continue
+                message = HandOff(socket.socket(fileno=fds[0]))
+            yield message
         except (EOFError, OSError):
             return
 
@@ -169,7 +202,8 @@ def _received(conn: Connection) -> Iterator[object]:
 def read_messages(conn: Connection, on_message: Callable[[ChildMessage], None]) -> None:
     """Supervisor side: hand each child message to *on_message* until the child's end closes."""
     for message in _received(conn):
-        if isinstance(message, Ready | Failed | Forward | AcceptStopped | Modules | LibraryModules):
+        if isinstance(message, Ready | Failed | Forward | AcceptStopped | Modules | LibraryModules
+                      | HandOff):
             on_message(message)
         else:
             logger.warning("ignored an unknown message from a worker process: %r", message)
@@ -193,6 +227,8 @@ class ChildControl(Protocol):
     def refresh(self, refresh: Refresh) -> None: ...
 
     def list_modules(self) -> None: ...
+
+    def adopt(self, sock: socket.socket) -> None: ...
 
     def parent_gone(self) -> None: ...
 
@@ -220,6 +256,8 @@ def dispatch_commands(conn: Connection, control: ChildControl) -> None:
             control.refresh(command)
         elif isinstance(command, ListModules):
             control.list_modules()
+        elif isinstance(command, HandOff) and command.sock is not None:
+            control.adopt(command.sock)
         else:
             logger.warning("ignored an unknown command from the Supervisor: %r", command)
     control.parent_gone()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -241,3 +242,42 @@ def test_reload_sees_an_edit_saved_within_the_same_second(
     sighup_and_wait(server, RELOADED_RE)
     answers = {httpx.get(server.url, timeout=5).text for _ in range(6)}
     assert answers == {"v2"}, f"after the reload the server answered {answers}"
+
+
+def _get_on(sock: socket.socket) -> bytes:
+    """One GET / on an open keep-alive connection; the body (read to its Content-Length)."""
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection; got {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-body"
+        body += chunk
+    return body
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_idle_keep_alive_connections_are_served_by_the_new_generation(
+    start_server: ServerFactory, tmp_path: Path, mode: str
+) -> None:
+    """A browser keeps idle keep-alive connections open across a reload and reuses them for
+    the next request: each is handed to the new generation (process mode: through the
+    Supervisor's pipes) instead of being closed under it, so the request after the reload —
+    sent once the old generation is gone — is answered by the new code on the same connection.
+    """
+    server = start(start_server, tmp_path, mode)
+    conns = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(4)]
+    try:
+        assert {_get_on(c) for c in conns} == {b"v1"}
+        write_app(tmp_path, "v2")
+        match, _ = sighup_and_wait(server, RELOADED_RE)
+        assert int(match.group(3)) < 400, "the old generation waited for idle connections"
+        assert [_get_on(c) for c in conns] == [b"v2"] * 4
+    finally:
+        for c in conns:
+            c.close()
