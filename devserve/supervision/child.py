@@ -104,7 +104,8 @@ class _Control:
         self.worker.grace = grace
         self._close_browser_channel()
         channel = self.channel
-        if isinstance(self.worker, Worker) and channel is not None:
+        if isinstance(self.worker, Worker) and channel is not None and hasattr(
+                socket, "send_fds"):  # Unix
             # Idle keep-alive connections go to the new generation (via the Supervisor)
             # instead of being closed under a client about to reuse them.
             def hand_off(sock: socket.socket) -> None:

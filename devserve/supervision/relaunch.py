@@ -32,7 +32,7 @@ from devserve.reload.importer import FreshProcessNeeded
 from devserve.supervision import relay, template
 from devserve.supervision.check import check_in_fresh_process
 from devserve.supervision.ipc import Failed
-from devserve.supervision.standby import Go, Standby
+from devserve.supervision.standby import GONE, Go, Standby
 
 CHECK_TIMEOUT = 60.0
 
@@ -85,6 +85,11 @@ class Relaunch:
             return check_in_fresh_process(self._config, need.modules, CHECK_TIMEOUT)
         go = Go(dict(os.environ), need.modules, generation, started, need.message)
         failed = standby.prepare(go, CHECK_TIMEOUT)
+        if failed is GONE:  # it died (was killed?) before answering: once more, afresh
+            with self._lock:
+                self._standby = standby = Standby.spawn()
+            standby.prewarm()
+            failed = standby.prepare(go, CHECK_TIMEOUT)
         if failed is None:
             self._prepared = True
             return None

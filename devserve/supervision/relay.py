@@ -27,8 +27,9 @@ import signal
 import sys
 from typing import NoReturn
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2)
+FORWARDED = tuple(getattr(signal, name) for name in  # the ones this platform has
+                  ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+                  if hasattr(signal, name))
 PR_SET_CHILD_SUBREAPER = 36
 
 

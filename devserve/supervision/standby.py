@@ -49,6 +49,7 @@ from devserve.supervision.ipc import Failed, Ready
 
 ENV = "DEVSERVE_STANDBY"  # the fd of the standby's end of its socket
 NO_ANSWER = Failed("the fresh process did not finish importing the app")
+GONE = Failed("the fresh process exited before it had imported the app")
 EXIT_GRACE = 5.0
 
 
@@ -108,25 +109,20 @@ class Standby:
 
     def prepare(self, go: Go, timeout: float) -> Failed | None:
         """Have it import the app and *go*'s modules: None when it is ready to serve, else
-        what failed (the standby is then gone)."""
+        what failed (:data:`GONE` when it exited without a word; the standby is then gone)."""
         with self._lock:
             try:
                 self._conn.send(go)
-            except OSError:
-                return NO_ANSWER
-            deadline = time.monotonic() + timeout
-            while self._conn.poll(max(0.0, deadline - time.monotonic())):
-                try:
-                    message = self._conn.recv()
-                except (EOFError, OSError):
-                    break
-                if isinstance(message, Ready):
-                    return None
-                if isinstance(message, Failed):
+                if not self._conn.poll(timeout):
                     self.close()
-                    return message
+                    return NO_ANSWER
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                message = GONE
+            if isinstance(message, Ready):
+                return None
             self.close()
-            return NO_ANSWER
+            return message if isinstance(message, Failed) else GONE
 
     def hand_over(self, listener: socket.socket, relay_fd: int) -> bool:
         """Pass *listener* to the prepared standby, and the pipe to announce its own successor

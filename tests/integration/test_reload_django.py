@@ -4,7 +4,9 @@ previous generation serving, and static files are served as ``runserver`` does u
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
 import httpx
@@ -175,3 +177,20 @@ def test_model_edits_in_thread_mode_hand_over_under_one_relay(
     left = [p for p in seen if Path(f"/proc/{p}").exists()
             and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     assert left == [], f"still running after the stop: {[_cmdline(p) for p in left]}"
+
+
+def test_a_killed_standby_is_replaced_when_a_model_edit_needs_one(
+        tmp_path: Path, start_server: ServerFactory) -> None:
+    """Thread mode keeps a standby for a Django project; one that died meanwhile (OOM killer,
+    a stray ``kill``) is replaced at the next models edit, which is served, not reported."""
+    make_django_project(tmp_path)
+    server = start_server(APP, "--reload", "--worker-mode", "thread", cwd=tmp_path)
+    server.wait_for(WATCHING_RE)
+    pid = server.proc.pid
+    standby = wait_until(lambda: [c for c in descendants(pid) if "devserve" in _cmdline(c)],
+                         DEADLINE, "a standby process")[0]
+    os.kill(standby, signal.SIGKILL)
+    start = len(server.lines)
+    edit(tmp_path / "polls/models.py", "model-v1", "model-v2")
+    served(server, "/model", "model-v2")
+    assert not any("Reload failed" in line for line in server.lines[start:])
