@@ -62,6 +62,7 @@ from devserve.supervision.slots import SlotGroup
 from devserve.supervision.stopping import shutdown_delay, stop_accepting
 
 READY_TIMEOUT = 60.0
+STOP_POLL = 0.005  # a stop (or a hand-over to a standby) ends this soon after the last worker
 Handles = dict[int, _WorkerHandle]
 
 
@@ -406,7 +407,7 @@ class Generations:
         deadline = time.monotonic() + grace + 1.0
         while ((any(h.is_alive() for h in handles) or self.h3.alive())
                and time.monotonic() < deadline and not self._stop.forced):
-            self._stop.wait_forced(0.05)  # a second Ctrl+C cuts the wait short
+            self._stop.wait_forced(STOP_POLL)  # a second Ctrl+C cuts the wait short
         for handle in handles:
             if handle.is_alive():
                 handle.force_stop(2.0)
