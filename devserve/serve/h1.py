@@ -362,14 +362,17 @@ class H1Protocol(TCPConnection):
         """Close gracefully (FIN, then discard what the client still sends until its EOF, see
         ``TCPConnection.close_gracefully``) so a response is never destroyed by a reset; a
         forced close just closes."""
-        if not self.closing and self.transport is not None:
-            self.closing = True
-            self._cancel_timers()
-            if graceful:
-                self._read_paused = False  # lingering reads (and discards) again
-                self.close_gracefully()
-            else:
-                self.transport.close()
+        if self.closing or self.transport is None:
+            if not graceful:
+                self.end_lingering()
+            return
+        self.closing = True
+        self._cancel_timers()
+        if graceful:
+            self._read_paused = False  # lingering reads (and discards) again
+            self.close_gracefully()
+        else:
+            self.transport.close()
 
     def _cancel_timers(self) -> None:
         self._idle_deadline = None

@@ -379,6 +379,7 @@ class H2Protocol(TCPConnection):
         (END_STREAM, like HTTP/1.1's final chunk), any other open stream is reset, then
         GOAWAY and close."""
         if self.closing:
+            self.end_lingering()
             return
         h2 = self.h2
         for stream in list(self.streams.values()):

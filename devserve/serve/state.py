@@ -108,6 +108,13 @@ class TCPConnection(asyncio.Protocol, Connection):
         if self.transport is not None and shut_write(self.transport):
             self.linger_deadline = self.loop.time() + LINGER
 
+    def end_lingering(self) -> None:
+        """A forced close of a connection already closing gracefully: cut it now (a worker
+        whose loop ends must not leave a transport waiting for the client's EOF)."""
+        if self.linger_deadline is not None and self.transport is not None:
+            self.linger_deadline = None
+            cut(self.transport)
+
     def discard(self, data: bytes) -> None:
         """Bytes read while closing: dropped; past :data:`LINGER_BYTES` the client is
         flooding a connection that will never answer it again, and is cut."""

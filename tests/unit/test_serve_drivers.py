@@ -199,6 +199,38 @@ def test_a_drain_closes_an_idle_connection_gracefully_but_never_cuts_off_a_reque
     run(scenario)
 
 
+@pytest.mark.parametrize("protocol", ["http1", "h2c"])
+def test_a_forced_close_cuts_a_connection_that_lingers_for_the_clients_eof(protocol: str
+                                                                           ) -> None:
+    """A drained connection closes gracefully (FIN, then reads until the client's EOF). When
+    the worker's grace runs out it force-closes what is left, and that must end a lingering
+    one too: a worker whose loop closes with a transport still open crashes (EBUSY)."""
+    async def scenario() -> None:
+        state = worker_state()
+        transport = connect(state)
+        if protocol == "http1":
+            transport.feed(raw_request("GET", "/"))
+            reader = H11Reader(("GET", "/"))
+            await wait_until_async(lambda: reader.receive(transport.take()), TIMEOUT,
+                                   "the response")
+        else:
+            transport.feed(h2_client().data_to_send())  # preface and SETTINGS, no stream
+        state.draining = True
+        for conn in list(state.connections):
+            conn.start_draining()
+        later = asyncio.get_running_loop().time() + 1.0  # past the drain grace (0.5 s)
+        for conn in list(state.connections):
+            conn.check_timeouts(later)
+        await wait_until_async(lambda: transport.eof_written, TIMEOUT, "a graceful close")
+        assert not transport.closed and state.connections  # lingering for the client's EOF
+        for conn in list(state.connections):
+            conn.force_close()
+        assert transport.closed, "a forced close left the connection lingering"
+        await wait_until_async(lambda: not state.connections, TIMEOUT, "the connection gone")
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("request_bytes", [
     b"GET / HTTP/1.1\r\nHost: x\r\nno colon in this header\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
