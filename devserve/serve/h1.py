@@ -33,6 +33,7 @@ logger = logging.getLogger("devserve.error")
 
 DISCARD_BODY_LIMIT = 1024 * 1024  # unread request body we skip to keep a connection alive
 DRAIN_IDLE_CLOSE = 0.5  # seconds an idle connection may still send one request while draining
+HANDOFF_RETRY = 0.005  # seconds between hand-over attempts while a response is still written
 
 
 class H1Protocol(TCPConnection):
@@ -323,6 +324,23 @@ class H1Protocol(TCPConnection):
             soon = self.loop.time() + min(DRAIN_IDLE_CLOSE, self.state.config.timeout_keep_alive)
             if self._idle_deadline is None or soon < self._idle_deadline:
                 self._idle_deadline = soon
+            if self.state.handoff is not None and self._writes_pending():
+                # Not detachable while the last response is still being written: try again
+                # once it is out (within the grace above).
+                self.loop.call_later(HANDOFF_RETRY, self._retry_hand_off)
+
+    def _writes_pending(self) -> bool:
+        return self.transport is not None and bool(self.transport.get_write_buffer_size())
+
+    def _retry_hand_off(self) -> None:
+        handoff = self.state.handoff
+        if handoff is None or self.closing or self.cycle is not None:
+            return
+        sock = self.detach_if_idle()
+        if sock is not None:
+            handoff(sock)
+        elif self._writes_pending():
+            self.loop.call_later(HANDOFF_RETRY, self._retry_hand_off)
 
     def detach_if_idle(self) -> socket.socket | None:
         """Hand this idle connection's socket to another loop (thread-mode reload); None when

@@ -54,12 +54,15 @@ def cut(transport: Any) -> None:
 
 
 def detach_transport_socket(transport: Any) -> socket.socket | None:
-    """Take a connection's socket away from its event loop (thread-mode reload handoff): dup
-    the fd, then abort the transport; the kernel connection lives on in the dup, so nothing
-    the client sends meanwhile is lost. None for TLS (the session state cannot move)."""
+    """Take a connection's socket away from its event loop (reload handoff): dup the fd, then
+    abort the transport; the kernel connection lives on in the dup, so nothing the client
+    sends meanwhile is lost. None for TLS (the session state cannot move) and while written
+    bytes are still buffered (an abort would drop them)."""
     raw = transport.get_extra_info("socket")
     if raw is None or transport.get_extra_info("sslcontext") is not None:
         return None
+    if transport.get_write_buffer_size():
+        return None  # the end of a response is still on its way: aborting would drop it
     try:
         sock = socket.socket(fileno=os.dup(raw.fileno()))
     except OSError:
