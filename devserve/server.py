@@ -31,7 +31,7 @@ from devserve.reload.reloader import BROWSER_INCLUDES, Reloader
 from devserve.reload.watcher import PathFilter, Watcher
 from devserve.supervision.options import HandOver
 from devserve.supervision.relaunch import Relaunch
-from devserve.supervision.standby import StandbyLink
+from devserve.supervision.standby import CatchUp, StandbyLink
 from devserve.supervisor import AppLoader, AppWrapper, Supervisor, choose_mode, gil_enabled
 
 logger = logging.getLogger("devserve.error")
@@ -195,6 +195,8 @@ def serve(config: Config, *, display: DisplayFactory | None = None, standby: boo
                                      on_reexec=relaunch.request)
         if importer is not None and (link is not None or fresh_process_expected()):
             relaunch.keep_standby()  # edits here are likely to need one (again)
+        if importer is not None and link is not None:
+            collector.add(CatchUp(importer.recorder.changed_files, supervisor.graceful_reload))
         try:
             code = supervisor.run([sock], udp_sockets)
         finally:

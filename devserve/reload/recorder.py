@@ -179,6 +179,19 @@ class ImportRecorder:
         if builtins.__import__ == self._import and self._previous_import is not None:
             builtins.__import__ = self._previous_import
 
+    def changed_files(self) -> list[Path]:
+        """Project files executed here that changed (or vanished) since they were read."""
+        changed = []
+        for path, (stamp, _) in list(self._code.items()):
+            try:
+                st = os.stat(path)
+            except OSError:
+                changed.append(Path(path))
+                continue
+            if (st.st_mtime_ns, st.st_size) != stamp:
+                changed.append(Path(path))
+        return changed
+
     # --- code -----------------------------------------------------------------------------------
 
     def code_for(self, loader: ProjectLoader, fullname: str) -> Any:

@@ -39,11 +39,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from devserve.errors import DevserveError
+from devserve.lifecycle import Event, GenerationPromoted
 from devserve.supervision import prewarm
 from devserve.supervision.ipc import Failed, Ready
 
@@ -236,3 +238,25 @@ class StandbyLink:
         os.set_inheritable(fds[1], False)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return fds[0], fds[1]
+
+
+class CatchUp:
+    """A lifecycle sink for the server a standby became: its watcher started only after it had
+    imported the project, so a file saved in between (the second file of a "save all", a
+    formatter's rewrite) would go unnoticed until the next save. Once its first generation
+    serves, the project files changed since they were read are reloaded."""
+
+    def __init__(self, changed: Callable[[], list[Path]],
+                 reload: Callable[[list[Path]], None]) -> None:
+        self._changed = changed
+        self._reload = reload
+        self._done = False
+
+    def emit(self, event: Event) -> None:
+        if self._done or not isinstance(event, GenerationPromoted):
+            return
+        self._done = True
+        changed = self._changed()
+        if changed:  # not on this thread: it holds the Supervisor's lifecycle lock
+            threading.Thread(target=self._reload, args=(changed,), name="devserve-catch-up",
+                             daemon=True).start()

@@ -194,3 +194,35 @@ def test_a_killed_standby_is_replaced_when_a_model_edit_needs_one(
     edit(tmp_path / "polls/models.py", "model-v1", "model-v2")
     served(server, "/model", "model-v2")
     assert not any("Reload failed" in line for line in server.lines[start:])
+
+
+def test_a_file_saved_while_the_standby_takes_over_is_served(
+        tmp_path: Path, start_server: ServerFactory) -> None:
+    """The standby imports the project before its own watcher runs; the server it replaces
+    stops reloading once it hands over. A file saved in between (the second file of a "save
+    all", a formatter's rewrite) is still served: the new server reloads what changed since
+    it read it. Deterministic: a lazily imported module (which the standby imports last)
+    announces its import with a file and then takes a second, and the edit lands then."""
+    make_django_project(tmp_path)
+    marker = tmp_path / "imported"
+    (tmp_path / "polls/lazy.py").write_text(
+        "import pathlib, time\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "time.sleep(1.0)\n"
+        "def text():\n    return 'lazy'\n")
+    edit(tmp_path / "polls/views.py", "def index(request):",
+         "def lazy(request):\n    from .lazy import text\n    return HttpResponse(text())\n"
+         "def index(request):")
+    edit(tmp_path / "polls/urls.py", 'path("", views.index),',
+         'path("", views.index), path("lazy", views.lazy),')
+    server = start_server(APP, "--reload", "--worker-mode", "thread", cwd=tmp_path)
+    server.wait_for(WATCHING_RE)
+    served(server, "/lazy", "lazy")  # polls.lazy is loaded now: a standby imports it too
+    marker.unlink()
+    start = len(server.lines)
+    edit(tmp_path / "polls/models.py", "model-v1", "model-v2")
+    wait_until(marker.exists, DEADLINE, "the standby importing polls.lazy")
+    edit(tmp_path / "polls/views.py", "view-v1", "view-v2")  # views.py is already imported
+    served(server, "/model", "model-v2")
+    served(server, "/", "view-v2")
+    server.wait_for(r"Reloaded: .*partial", DEADLINE, start=start)
