@@ -168,6 +168,10 @@ def reduce(s: Snapshot, e: ev.Event) -> Snapshot:
     if isinstance(e, ev.ReloadRequested):
         return replace(s, pending_trigger=e.trigger, pending_requested_at=e.ts)
     if isinstance(e, ev.ReloadStarted):
+        last = s.reloads[-1] if s.reloads else None
+        if last is not None and last.generation == e.generation and last.outcome == "running":
+            # The reload under way escalated (to a fresh process): one row, its new strategy.
+            return replace(s, reloads=(*s.reloads[:-1], replace(last, strategy=e.strategy)))
         row = ReloadRow(generation=e.generation, strategy=e.strategy, trigger=s.pending_trigger,
                         requested_at=s.pending_requested_at, started_at=e.ts)
         return replace(s, reloads=(*s.reloads, row)[-MAX_RELOADS:], pending_trigger=(),

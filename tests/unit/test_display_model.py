@@ -325,6 +325,21 @@ def test_restart_strategy_reload_row() -> None:
     assert dict(s.reloads[-1].phases) == {"total": 0.3}
 
 
+def test_an_escalated_reload_is_one_row_with_the_strategy_it_took() -> None:
+    """A Django model edit starts as a re-import and escalates to a fresh process: one row,
+    which shows ``process`` and the failure when the fresh process rejects the edit."""
+    s = reduce_all(Snapshot(), boot_events())
+    s = reduce_all(s, [
+        ev.ReloadRequested(trigger=("polls/models.py",), strategy="reimport"),
+        ev.ReloadStarted(generation=2, strategy="reimport"),
+        ev.ReloadStarted(generation=2, strategy="process"),
+        ev.ReloadFailed(generation=2, strategy="process", error="SyntaxError: bad",
+                        location="polls/models.py:3", serving_generation=1),
+    ])
+    assert [(r.generation, r.strategy, r.outcome, r.trigger) for r in s.reloads] == [
+        (2, "process", "failed", ("polls/models.py",))]
+
+
 def test_reload_history_is_bounded() -> None:
     s = reduce_all(Snapshot(), boot_events())
     for gen in range(2, 2 + model.MAX_RELOADS + 3):
