@@ -34,6 +34,7 @@ from devserve.supervision.child import h3_process_main, process_main
 from devserve.supervision.handles import _H3WorkerHandle, _Handle, _WorkerHandle
 from devserve.supervision.ipc import Channel, ChildMessage, Forward, LibraryModules, read_messages
 from devserve.supervision.options import SupervisorOptions
+from devserve.supervision.prewarm import library_modules
 from devserve.supervision.template import Templates
 from devserve.workers.accept_distributor import AcceptDistributor
 from devserve.workers.async_pool import AsyncPool
@@ -237,6 +238,9 @@ class ProcessLauncher:
 
     def open(self, sockets: list[socket.socket], udp_sockets: list[socket.socket]) -> None:
         self._sockets, self._udp_sockets = sockets, udp_sockets
+        # This process imported the app once (to check it): the first template is built from
+        # its libraries now, while generation 1 starts, so the first reloads find it ready.
+        self._templates.learn(library_modules())
 
     def spawn(self, slot: int, generation: int, app: ASGIApp | None, *, run_lifespan: bool,
               state: LifespanState | None, preload: tuple[str, ...] = ()) -> _WorkerHandle:

@@ -21,7 +21,8 @@ forked from it imports only the project's own modules.
   ``os.environ`` does (``--env-file`` edits): until its replacement is ready, workers are
   spawned. A list whose template could not be built (a library crashed it or started a thread
   at import, which forking would lose) is not tried again; workers are spawned meanwhile.
-- Generation 1 is spawned (its libraries are not known yet), then the first template is built.
+- Generation 1 is spawned while the first template is built from the libraries the Supervisor
+  itself imported when it checked the app; what children import later is learned as above.
 
 Only with ``--reload`` (a server without it starts new workers only after a crash or a
 restart, and an idle template would cost memory). Elsewhere (macOS, Windows: no safe ``fork``)
