@@ -74,6 +74,8 @@ def detach_transport_socket(transport: Any) -> socket.socket | None:
 class Connection:
     """What a worker needs from any connection to drain or stop it."""
 
+    transport: Any = None
+
     def start_draining(self) -> None:
         """Finish the current request, then close; close now if idle."""
         raise NotImplementedError
@@ -87,6 +89,12 @@ class Connection:
     def detach_if_idle(self) -> socket.socket | None:
         """The raw socket of an idle connection, detached for another loop; else None."""
         return None
+
+    def abort_now(self) -> None:
+        """The worker's loop is about to close: end the transport whatever its state (a
+        forced close still flushing to a client that stopped reading keeps it open)."""
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class TCPConnection(asyncio.Protocol, Connection):

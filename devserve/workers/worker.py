@@ -236,6 +236,10 @@ class Worker(LoopWorker):
         reload it keeps its own fd open, so queued connections wait for the new generation)."""
         state = self.state
         self._close_listener(backlog=False)
+        # A connection accepted just before the listener closed is made (connection_made)
+        # on the next iteration: let it register first, so it is drained (its request served)
+        # rather than found after the drain and cut.
+        await asyncio.sleep(0)
         await self._drain(lambda: not any(not t.done() for t in state.tasks)
                           and not state.connections and not self._connecting
                           and not self._adopted)
@@ -243,6 +247,12 @@ class Worker(LoopWorker):
         for conn in list(state.connections):
             conn.force_close()
         await self._settle_tasks()
+        # Nothing may outlive the loop (closing it with a live transport fails, EBUSY): one
+        # more iteration lets pending connection_made/connection_lost callbacks run, then
+        # whatever is still open is aborted.
+        await asyncio.sleep(0)
+        for conn in list(state.connections):
+            conn.abort_now()
 
     def _teardown(self) -> None:
         self._end_adoption()  # also after a crash: no handed-over socket outlives the worker
