@@ -299,11 +299,7 @@ class H1Protocol(TCPConnection):
             elif self.close_after_response:
                 # Draining began while this keep-alive response was already on its way: hand
                 # the now idle connection to the new generation, or give it the drain grace.
-                handoff = self.state.handoff
-                sock = self.detach_if_idle() if handoff is not None else None
-                if sock is not None and handoff is not None:
-                    handoff(sock)
-                else:
+                if not self._hand_off():
                     self.start_draining()
             else:
                 self._start_idle_timer()
@@ -332,14 +328,19 @@ class H1Protocol(TCPConnection):
     def _writes_pending(self) -> bool:
         return self.transport is not None and bool(self.transport.get_write_buffer_size())
 
-    def _retry_hand_off(self) -> None:
+    def _hand_off(self) -> bool:
+        """Give this idle connection to the new generation, if there is one to take it."""
         handoff = self.state.handoff
-        if handoff is None or self.closing or self.cycle is not None:
+        sock = self.detach_if_idle() if handoff is not None else None
+        if sock is None or handoff is None:
+            return False
+        handoff(sock)
+        return True
+
+    def _retry_hand_off(self) -> None:
+        if self.state.handoff is None or self.closing or self.cycle is not None:
             return
-        sock = self.detach_if_idle()
-        if sock is not None:
-            handoff(sock)
-        elif self._writes_pending():
+        if not self._hand_off() and self._writes_pending():
             self.loop.call_later(HANDOFF_RETRY, self._retry_hand_off)
 
     def detach_if_idle(self) -> socket.socket | None:

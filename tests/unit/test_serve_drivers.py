@@ -118,6 +118,17 @@ class H11Reader:
         return self.responses
 
 
+def drain_past_the_grace(state: WorkerState) -> None:
+    """What a draining worker does to its connections, then its sweep once the idle grace
+    (0.5 s) is over."""
+    state.draining = True
+    for conn in list(state.connections):
+        conn.start_draining()
+    later = asyncio.get_running_loop().time() + 1.0
+    for conn in list(state.connections):
+        conn.check_timeouts(later)
+
+
 def raw_request(method: str, target: str, body: bytes = b"") -> bytes:
     length = f"Content-Length: {len(body)}\r\n" if body else ""
     return f"{method} {target} HTTP/1.1\r\nHost: x\r\n{length}\r\n".encode() + body
@@ -173,12 +184,7 @@ def test_a_drain_closes_an_idle_connection_gracefully_but_never_cuts_off_a_reque
         state = worker_state()
         idle, arriving = connect(state), connect(state)
         arriving.feed(b"GET /late HTTP/1.1\r\nHost: x\r\n")  # the head is not complete
-        state.draining = True
-        for conn in list(state.connections):
-            conn.start_draining()
-        later = asyncio.get_running_loop().time() + 1.0  # past the drain grace (0.5 s)
-        for conn in list(state.connections):
-            conn.check_timeouts(later)
+        drain_past_the_grace(state)
         assert idle.eof_written and not idle.closed  # FIN sent, still reading
         idle.feed(b"GET / HTTP/1.1\r\n")  # too late: read and discarded, no answer
         assert idle.take() == b"" and not idle.closed
@@ -215,12 +221,7 @@ def test_a_forced_close_cuts_a_connection_that_lingers_for_the_clients_eof(proto
                                    "the response")
         else:
             transport.feed(h2_client().data_to_send())  # preface and SETTINGS, no stream
-        state.draining = True
-        for conn in list(state.connections):
-            conn.start_draining()
-        later = asyncio.get_running_loop().time() + 1.0  # past the drain grace (0.5 s)
-        for conn in list(state.connections):
-            conn.check_timeouts(later)
+        drain_past_the_grace(state)
         await wait_until_async(lambda: transport.eof_written, TIMEOUT, "a graceful close")
         assert not transport.closed and state.connections  # lingering for the client's EOF
         for conn in list(state.connections):
